@@ -1,0 +1,32 @@
+# Cormorant: the two commands a newcomer runs are `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole pipeline on the embedded default (SQLite warehouse, local lake, local MLflow).
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+## Run the test suite (what CI runs).
+test: $(STAMP)
+	$(PY) -m ruff check dags plugins include scripts tests
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check dags plugins include scripts tests
+	$(PY) -m ruff format --check dags plugins include scripts tests
+
+clean:
+	rm -rf $(VENV) .cormorant

@@ -1,0 +1,89 @@
+"""The model's input contract and preprocessing, shared by training, ONNX export and serving.
+
+Inputs are the raw feature columns: numeric ones as float32 (null -> NaN), categorical ones as
+strings (null -> ""). The preprocessing (median imputation and scaling for numbers, one-hot for
+categories, unknown categories ignored) is a scikit-learn ColumnTransformer that is exported to
+ONNX with the model, so serving needs nothing but ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cormorant.spec import ModelSpec
+
+MISSING_CATEGORY = ""
+
+
+def model_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The feature columns typed as the model (and its ONNX graph) expects them."""
+    missing = [c for c in spec.feature_columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"spec {spec.name!r}: feature column(s) {missing} are missing from the data")
+    out = pd.DataFrame(index=range(len(frame)))
+    for column in spec.features.numeric:
+        out[column] = pd.to_numeric(frame[column], errors="raise").astype("float32").to_numpy()
+    for column in spec.features.categorical:
+        values = frame[column].astype(object)
+        out[column] = values.where(values.notna(), MISSING_CATEGORY).astype(str).to_numpy(dtype=object)
+    return out
+
+
+def target_vector(frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    y = frame[spec.target.column]
+    if y.isna().any():
+        raise ValueError(f"spec {spec.name!r}: target column {spec.target.column!r} has nulls")
+    return y.to_numpy(dtype="int64" if spec.is_classification else "float64")
+
+
+def onnx_feed(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, np.ndarray]:
+    """ONNX Runtime inputs: one [n, 1] tensor per raw feature column."""
+    typed = model_frame(frame, spec)
+    feed: dict[str, np.ndarray] = {}
+    for column in spec.features.numeric:
+        feed[column] = typed[column].to_numpy(dtype=np.float32).reshape(-1, 1)
+    for column in spec.features.categorical:
+        feed[column] = typed[column].to_numpy(dtype=object).astype(str).reshape(-1, 1)
+    return feed
+
+
+def build_preprocessor(spec: ModelSpec) -> Any:
+    """An unfitted ColumnTransformer producing the dense float matrix every model family trains on."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    transformers = []
+    if spec.features.numeric:
+        numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+        transformers.append(("numeric", numeric, list(spec.features.numeric)))
+    if spec.features.categorical:
+        onehot = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)
+        transformers.append(("categorical", onehot, list(spec.features.categorical)))
+    return ColumnTransformer(transformers, sparse_threshold=0.0)
+
+
+class FittedPreprocessor:
+    """A fitted ColumnTransformer and its ONNX graph; ``transform`` runs the ONNX graph.
+
+    Models train on exactly the matrix the exported graph computes at serving time, so a tree
+    split that lands on a value cannot flip between scikit-learn's float64 arithmetic and ONNX's
+    float32 arithmetic (training/serving skew of one ulp is enough to move a prediction).
+    """
+
+    def __init__(self, spec: ModelSpec, frame: pd.DataFrame):
+        from cormorant.export import onnx_session, preprocessor_to_onnx
+
+        self.spec = spec
+        self.sklearn = build_preprocessor(spec).fit(model_frame(frame, spec))
+        self.onnx = preprocessor_to_onnx(self.sklearn, spec)
+        self._session = onnx_session(self.onnx)
+        self._output = self.onnx.graph.output[0].name
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        (matrix,) = self._session.run([self._output], onnx_feed(frame, self.spec))
+        return np.asarray(matrix, dtype=np.float32)

@@ -1,0 +1,101 @@
+"""Batch inference with ONNX Runtime over a lake partition, written back to the lake atomically.
+
+Predictions keep the spec's key columns and partition column, and record the model name and
+version that made them, so every row can be traced to a registered model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from cormorant.config import Settings
+from cormorant.lake import Lake, Manifest
+from cormorant.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+
+
+class NoChampion(LookupError):
+    """The registry has no version under the requested alias."""
+
+
+def predictions_dataset(spec: ModelSpec) -> str:
+    return f"{spec.name}/{PREDICTIONS}"
+
+
+def resolve_model(spec: ModelSpec, settings: Settings, alias: str = "champion",
+                  version: str | None = None) -> dict[str, Any]:
+    """The registered version to score with: an explicit ``version``, else the one under ``alias``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from cormorant.tracking import configure
+
+    configure(settings)
+    client = MlflowClient()
+    name = spec.registered_model_name
+    try:
+        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        wanted = f"version {version}" if version else f"alias {alias!r}"
+        raise NoChampion(f"registered model {name!r} has no {wanted}; run the train DAG first") from e
+    return {"name": name, "version": str(mv.version), "run_id": mv.run_id,
+            "uri": f"models:/{name}/{mv.version}"}
+
+
+def predict_partition(spec: ModelSpec, lake: Lake, partition: str, model: dict[str, Any], *,
+                      batch_size: int = 65_536, lineage: dict[str, Any] | None = None) -> Manifest:
+    """Score every row of ``partition`` with ``model`` (from :func:`resolve_model`) and commit the output."""
+    import mlflow.onnx
+    import numpy as np
+
+    from cormorant.export import onnx_scores, onnx_session
+    from cormorant.features import onnx_feed
+    from cormorant.warehouse import raw_dataset
+
+    session = onnx_session(mlflow.onnx.load_model(model["uri"]))
+    raw = raw_dataset(spec)
+    manifest = lake.require(raw, partition)
+    passthrough = [*spec.source.key_columns, spec.source.partition_column]
+    columns = list(dict.fromkeys([*passthrough, *spec.feature_columns]))
+    raw_types = {f["name"] for f in manifest.schema}
+    missing = [c for c in columns if c not in raw_types]
+    if missing:
+        raise KeyError(f"lake partition {raw}/ds={partition} lacks column(s) {missing} that spec "
+                       f"{spec.name!r} needs for inference")
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in lake.iter_batches(raw, partition, batch_size=batch_size, columns=columns):
+            frame = batch.to_pandas()
+            scores = onnx_scores(session, onnx_feed(frame, spec)) if len(frame) else np.empty(0)
+            arrays = {c: batch.column(c) for c in passthrough}
+            arrays["score"] = pa.array(scores, type=pa.float64())
+            if spec.is_classification:
+                arrays["label"] = pa.array((scores >= 0.5).astype("int64"), type=pa.int64())
+            arrays["model_name"] = pa.array([model["name"]] * len(frame), type=pa.string())
+            arrays["model_version"] = pa.array([model["version"]] * len(frame), type=pa.string())
+            yield pa.RecordBatch.from_pydict(arrays)
+
+    stream = batches()
+    first = next(stream, None)
+    if first is None:
+        raise ValueError(f"lake partition {raw}/ds={partition} has no readable batches")
+    first_schema = first.schema
+
+    def all_batches() -> Iterator[pa.RecordBatch]:
+        yield first
+        yield from stream
+
+    out = lake.write_partition(predictions_dataset(spec), partition, all_batches(), schema=first_schema,
+                               partition_column=spec.source.partition_column,
+                               source={"raw_content_hash": manifest.content_hash, "model": model},
+                               lineage=lineage)
+    log.info("predictions %s/%s: %d rows scored by %s v%s", spec.name, partition, out.row_count, model["name"],
+             model["version"])
+    return out

@@ -1,0 +1,275 @@
+"""The Parquet lake: one committed partition per dataset and date, on a local folder or S3.
+
+Layout under the lake root::
+
+    <dataset>/ds=<YYYY-MM-DD>/run=<attempt>/part-00000.parquet   data of one write attempt
+    <dataset>/ds=<YYYY-MM-DD>/_manifest.json                     the commit: written last
+
+A write streams record batches into a new ``run=`` folder, then commits by writing the manifest in
+one step (a rename on a local folder, a single PUT on S3), then removes older attempts. Readers go
+through the manifest only, so they never see a partial partition, and a re-run replaces the
+partition exactly. Paths are ``UPath`` objects; Airflow's ``ObjectStoragePath`` is one, so operators
+pass theirs in and the library stays free of Airflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+ATTEMPT_PREFIX = "run="
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+class PartitionNotFound(LookupError):
+    """No committed partition exists for a dataset and date."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a committed partition holds; written last, read first."""
+
+    dataset: str
+    partition: str
+    row_count: int
+    schema: list[dict[str, str]]
+    files: list[dict[str, Any]]
+    content_hash: str
+    partition_column: str | None = None
+    partition_min: str | None = None
+    partition_max: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    format_version: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        return cls(**json.loads(text))
+
+
+class _HashingWriter:
+    """A write-only file wrapper that hashes and counts what passes through it."""
+
+    def __init__(self, raw: Any):
+        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:  # the owner closes the raw file
+        pass
+
+
+def is_local(path: UPath) -> bool:
+    return getattr(path, "protocol", "") in LOCAL_PROTOCOLS
+
+
+def write_bytes_atomic(path: UPath, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step: rename on a local disk, a single PUT on object stores."""
+    if is_local(path):
+        local = Path(path.path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.write_bytes(data)
+        os.replace(tmp, local)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _remove_tree(path: UPath) -> None:
+    path.fs.rm(path.path, recursive=True)
+
+
+def _minmax(table: pa.Table, column: str | None) -> tuple[str | None, str | None]:
+    import pyarrow.compute as pc
+
+    if column is None or column not in table.column_names or table.num_rows == 0:
+        return None, None
+    result = pc.min_max(table[column])
+    lo, hi = result["min"].as_py(), result["max"].as_py()
+    return (None if lo is None else str(lo)), (None if hi is None else str(hi))
+
+
+class Lake:
+    """A lake rooted at a local folder, ``file://`` URI or ``s3://`` URI (or an ObjectStoragePath)."""
+
+    def __init__(self, root: UPath | str):
+        self.root = root if isinstance(root, UPath) else UPath(root)
+
+    def __repr__(self) -> str:
+        return f"Lake({str(self.root)!r})"
+
+    # -- addressing -------------------------------------------------------------------------------
+    def path(self, key: str) -> UPath:
+        return self.root.joinpath(*key.split("/"))
+
+    def uri(self, key: str) -> str:
+        return str(self.path(key))
+
+    def partition_key(self, dataset: str, partition: str) -> str:
+        return f"{dataset}/ds={partition}"
+
+    # -- writing -------------------------------------------------------------------------------------
+    def write_partition(
+        self,
+        dataset: str,
+        partition: str,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        schema: pa.Schema,
+        partition_column: str | None = None,
+        source: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+        progress_every_rows: int = 1_000_000,
+    ) -> Manifest:
+        """Stream ``batches`` into one Parquet file and commit the partition atomically.
+
+        Every batch must match ``schema``. If anything fails before the manifest is written, the
+        previous commit (if any) stays exactly as it was.
+        """
+        key = self.partition_key(dataset, partition)
+        attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}"
+        data_path = self.path(f"{key}/{attempt}/part-00000.parquet")
+        data_path.parent.mkdir(parents=True, exist_ok=True)
+        rows, lo, hi = 0, None, None
+        next_report = progress_every_rows
+        with data_path.open("wb") as raw:
+            sink = _HashingWriter(raw)
+            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+                for batch in batches:
+                    if not batch.schema.equals(schema):
+                        raise TypeError(
+                            f"lake {dataset}/{partition}: a batch's schema {batch.schema} differs from {schema}"
+                        )
+                    table = pa.Table.from_batches([batch])
+                    writer.write_table(table)
+                    rows += batch.num_rows
+                    blo, bhi = _minmax(table, partition_column)
+                    lo = blo if lo is None or (blo is not None and blo < lo) else lo
+                    hi = bhi if hi is None or (bhi is not None and bhi > hi) else hi
+                    if rows >= next_report:
+                        log.info("lake %s/%s: %d rows, %d bytes written", dataset, partition, rows, sink.size)
+                        next_report += progress_every_rows
+        file_hash = sink.sha.hexdigest()
+        manifest = Manifest(
+            dataset=dataset,
+            partition=partition,
+            row_count=rows,
+            schema=[{"name": f.name, "type": str(f.type)} for f in schema],
+            files=[{"path": f"{attempt}/part-00000.parquet", "rows": rows, "bytes": sink.size,
+                    "sha256": file_hash}],
+            content_hash=hashlib.sha256(file_hash.encode()).hexdigest(),
+            partition_column=partition_column,
+            partition_min=lo,
+            partition_max=hi,
+            source=source or {},
+            lineage=lineage or {},
+        )
+        write_bytes_atomic(self.path(f"{key}/{MANIFEST}"), manifest.to_json().encode())
+        self._remove_other_attempts(key, keep=attempt)
+        log.info("lake %s/%s committed: %d rows, content %s", dataset, partition, rows, manifest.content_hash[:12])
+        return manifest
+
+    def write_table(self, dataset: str, partition: str, table: pa.Table, **kwargs: Any) -> Manifest:
+        """Commit an in-memory table as a partition (small outputs such as predictions)."""
+        return self.write_partition(dataset, partition, table.to_batches() or
+                                    [pa.RecordBatch.from_pylist([], schema=table.schema)],
+                                    schema=table.schema, **kwargs)
+
+    def _remove_other_attempts(self, key: str, keep: str) -> None:
+        for child in self.path(key).iterdir():
+            if child.name.startswith(ATTEMPT_PREFIX) and child.name != keep:
+                _remove_tree(child)
+
+    def write_json(self, key: str, obj: Any) -> str:
+        """Write a JSON document atomically; returns its URI."""
+        path = self.path(key)
+        write_bytes_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+        return str(path)
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        path = self.path(key)
+        write_bytes_atomic(path, data)
+        return str(path)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def read_json(self, key: str) -> Any | None:
+        path = self.path(key)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def manifest(self, dataset: str, partition: str) -> Manifest | None:
+        path = self.path(f"{self.partition_key(dataset, partition)}/{MANIFEST}")
+        return Manifest.from_json(path.read_text()) if path.exists() else None
+
+    def require(self, dataset: str, partition: str) -> Manifest:
+        manifest = self.manifest(dataset, partition)
+        if manifest is None:
+            raise PartitionNotFound(
+                f"lake partition {dataset}/ds={partition} is not committed under {self.root} "
+                f"(has its ingest run succeeded?)"
+            )
+        return manifest
+
+    def partitions(self, dataset: str) -> list[str]:
+        """Committed partitions of a dataset, sorted."""
+        base = self.path(dataset)
+        if not base.exists():
+            return []
+        return sorted(
+            child.name.removeprefix("ds=")
+            for child in base.iterdir()
+            if child.name.startswith("ds=") and (child / MANIFEST).exists()
+        )
+
+    def read(self, dataset: str, partition: str, columns: list[str] | None = None) -> pa.Table:
+        """Read one committed partition."""
+        manifest = self.require(dataset, partition)
+        key = self.partition_key(dataset, partition)
+        tables = []
+        for entry in manifest.files:
+            with self.path(f"{key}/{entry['path']}").open("rb") as f:
+                tables.append(pq.read_table(f, columns=columns))
+        return pa.concat_tables(tables)
+
+    def iter_batches(
+        self, dataset: str, partition: str, *, batch_size: int = 65_536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a committed partition in record batches (bounded memory)."""
+        manifest = self.require(dataset, partition)
+        key = self.partition_key(dataset, partition)
+        for entry in manifest.files:
+            with self.path(f"{key}/{entry['path']}").open("rb") as f:
+                yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+
+    def read_many(self, dataset: str, partitions: Iterable[str], columns: list[str] | None = None) -> pa.Table:
+        return pa.concat_tables([self.read(dataset, p, columns) for p in partitions], promote_options="default")

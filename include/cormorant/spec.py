@@ -1,0 +1,322 @@
+"""Model specs: one declarative YAML file per use case.
+
+A spec names the source table, the partition column, the features, the target and task, the
+validation rules, the sweep's search space, the metric that selects and promotes, and the drift
+thresholds. Parsing is cheap (YAML and pydantic only) because DAG files call it at parse time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+QUALIFIED_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+SPEC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+# metric -> True when larger is better
+METRICS: dict[str, dict[str, bool]] = {
+    "binary_classification": {"roc_auc": True, "log_loss": False, "accuracy": True, "f1": True},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+FAMILY_PARAMS: dict[str, dict[str, type]] = {
+    "linear": {"C": float, "alpha": float, "max_iter": int},
+    "xgboost": {
+        "max_depth": int,
+        "n_estimators": int,
+        "learning_rate": float,
+        "subsample": float,
+        "colsample_bytree": float,
+        "min_child_weight": float,
+        "reg_lambda": float,
+    },
+    "mlp": {
+        "hidden_units": int,
+        "layers": int,
+        "epochs": int,
+        "learning_rate": float,
+        "batch_size": int,
+        "weight_decay": float,
+        "dropout": float,
+    },
+}
+FAMILIES = tuple(FAMILY_PARAMS)
+
+
+class SpecError(ValueError):
+    """A spec file is malformed; the message names the file and the field."""
+
+    def __init__(self, path: Path | str, field: str, problem: str):
+        self.path, self.field, self.problem = str(path), field, problem
+        super().__init__(f"model spec {self.path}: field '{field}': {problem}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _identifier(value: str, *, qualified: bool = False) -> str:
+    pattern = QUALIFIED_IDENTIFIER if qualified else IDENTIFIER
+    if not pattern.match(value):
+        raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscores)")
+    return value
+
+
+class SourceSpec(_Strict):
+    conn_id: str = "cormorant_warehouse"
+    table: str | None = None
+    sql: str | None = None
+    partition_column: str
+    key_columns: list[str] = Field(default_factory=list)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, qualified=True)
+
+    @field_validator("partition_column")
+    @classmethod
+    def _partition_column(cls, v: str) -> str:
+        return _identifier(v)
+
+    @field_validator("key_columns")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        return [_identifier(c) for c in v]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceSpec:
+        if (self.table is None) == (self.sql is None):
+            raise ValueError("give exactly one of 'table' or 'sql'")
+        return self
+
+
+class FeaturesSpec(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @field_validator("numeric", "categorical")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return [_identifier(c) for c in v]
+
+    @model_validator(mode="after")
+    def _some(self) -> FeaturesSpec:
+        if not self.numeric and not self.categorical:
+            raise ValueError("at least one numeric or categorical feature is required")
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"columns listed as both numeric and categorical: {sorted(both)}")
+        return self
+
+
+class TargetSpec(_Strict):
+    column: str
+    task: Literal["binary_classification", "regression"]
+
+    @field_validator("column")
+    @classmethod
+    def _column(cls, v: str) -> str:
+        return _identifier(v)
+
+
+class ColumnRule(_Strict):
+    max_null_fraction: Annotated[float, Field(ge=0, le=1)] | None = None
+    min: float | None = None
+    max: float | None = None
+    allowed_values: list[Any] | None = None
+
+
+class ValidationSpec(_Strict):
+    min_rows: Annotated[int, Field(ge=0)] = 1
+    default_max_null_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    columns: dict[str, ColumnRule] = Field(default_factory=dict)
+
+
+class TrainingSpec(_Strict):
+    window_days: Annotated[int, Field(ge=1, le=366)] = 7
+    holdout_days: Annotated[int, Field(ge=1, le=30)] = 1
+    folds: Annotated[int, Field(ge=2, le=20)] = 5
+    metric: str
+    min_improvement: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 42
+    search_space: dict[str, dict[str, list[Any]]]
+    max_trials_per_family: Annotated[int, Field(ge=1, le=100)] = 4
+
+    @field_validator("search_space")
+    @classmethod
+    def _space(cls, v: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        if not v:
+            raise ValueError("name at least one model family")
+        for family, grid in v.items():
+            if family not in FAMILY_PARAMS:
+                raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+            for param, values in grid.items():
+                expected = FAMILY_PARAMS[family].get(param)
+                if expected is None:
+                    known = ", ".join(FAMILY_PARAMS[family])
+                    raise ValueError(f"{family}: unknown parameter {param!r}; expected one of {known}")
+                if not values:
+                    raise ValueError(f"{family}.{param}: give at least one value")
+                for value in values:
+                    ok = isinstance(value, (int, float)) if expected is float else isinstance(value, int)
+                    if not ok or isinstance(value, bool):
+                        raise ValueError(f"{family}.{param}: {value!r} is not a{'n' * (expected is int)} "
+                                         f"{expected.__name__}")
+        return v
+
+
+class DriftSpec(_Strict):
+    psi_threshold: Annotated[float, Field(gt=0)] = 0.2
+    ks_pvalue_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    min_drifted_features: Annotated[int, Field(ge=1)] = 1
+    bins: Annotated[int, Field(ge=2, le=100)] = 10
+
+
+class SchedulesSpec(_Strict):
+    """Nightly cron expressions (UTC). Downstream stages also run as soon as their input asset lands;
+    their cron is the nightly safety net, staggered after ingest."""
+
+    ingest: str = "0 0 * * *"
+    validate_: str = Field("0 1 * * *", alias="validate")
+    train: str = "0 2 * * *"
+    predict: str = "0 3 * * *"
+    drift: str = "0 4 * * *"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        fields = v.split()
+        if len(fields) != 5:
+            raise ValueError(f"{v!r} is not a five-field cron expression")
+        return v
+
+
+class ModelSpec(_Strict):
+    """A whole use case. Build one with :func:`load_spec` or :func:`parse_spec`."""
+
+    name: str
+    description: str = ""
+    owner: str = "ml-platform"
+    tags: list[str] = Field(default_factory=list)
+    schedules: SchedulesSpec = Field(default_factory=SchedulesSpec)
+    start_date: str = "2024-01-01"
+    source: SourceSpec
+    features: FeaturesSpec
+    target: TargetSpec
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    training: TrainingSpec
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SPEC_NAME.match(v):
+            raise ValueError("use lower-case letters, digits and underscores, starting with a letter (<= 40)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        metrics = METRICS[self.target.task]
+        if self.training.metric not in metrics:
+            raise ValueError(
+                f"training.metric {self.training.metric!r} does not fit task {self.target.task}; "
+                f"expected one of {', '.join(metrics)}"
+            )
+        if self.target.column in self.feature_columns:
+            raise ValueError(f"target.column {self.target.column!r} is also a feature")
+        if self.training.holdout_days >= self.training.window_days:
+            raise ValueError("training.holdout_days must be smaller than training.window_days")
+        unknown = set(self.validation.columns) - set(self.required_columns)
+        if unknown:
+            raise ValueError(f"validation.columns names columns the spec does not use: {sorted(unknown)}")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.features.numeric, *self.features.categorical]
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Every column the pipeline reads from a partition."""
+        cols = [*self.source.key_columns, self.source.partition_column, *self.feature_columns, self.target.column]
+        return list(dict.fromkeys(cols))
+
+    @property
+    def is_classification(self) -> bool:
+        return self.target.task == "binary_classification"
+
+    @property
+    def metric_higher_is_better(self) -> bool:
+        return METRICS[self.target.task][self.training.metric]
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"cormorant.{self.name}"
+
+    @property
+    def experiment_name(self) -> str:
+        return f"cormorant/{self.name}"
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A short hash of the spec's content, recorded with every trial and model version."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def parse_spec(text: str, path: Path | str = "<string>") -> ModelSpec:
+    """Parse a spec from YAML text. Raises :class:`SpecError` naming ``path`` and the first bad field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(path, "<yaml>", f"not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise SpecError(path, "<root>", f"expected a mapping of fields, found {type(raw).__name__}")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        problem = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            problem = "unknown field"
+        elif err["type"] == "missing":
+            problem = "required field is missing"
+        more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
+        raise SpecError(path, _field_path(err["loc"]), problem + more) from e
+    expected = Path(path).stem if path != "<string>" else spec.name
+    if spec.name != expected:
+        raise SpecError(path, "name", f"must match the file name {expected!r}; found {spec.name!r}")
+    return spec
+
+
+def load_spec(path: Path | str) -> ModelSpec:
+    """Read and parse one spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(path, "<file>", f"cannot be read: {e}") from e
+    return parse_spec(text, path)
+
+
+def discover_specs(specs_dir: Path | str) -> dict[Path, ModelSpec | SpecError]:
+    """Parse every ``*.yaml``/``*.yml`` file in a folder; a bad file yields its error, not an exception."""
+    found: dict[Path, ModelSpec | SpecError] = {}
+    for path in sorted([*Path(specs_dir).glob("*.yaml"), *Path(specs_dir).glob("*.yml")]):
+        try:
+            found[path] = load_spec(path)
+        except SpecError as e:
+            found[path] = e
+    return found

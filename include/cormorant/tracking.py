@@ -1,0 +1,71 @@
+"""MLflow helpers: one experiment per spec, with its artifacts where the settings say."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from cormorant.config import Settings
+from cormorant.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+def configure(settings: Settings) -> None:
+    """Point the MLflow client at the settings' tracking server (or SQLite store)."""
+    import mlflow
+
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(settings.mlflow_tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+
+
+def ensure_experiment(spec: ModelSpec, settings: Settings) -> str:
+    """The spec's experiment id, creating it (with the configured artifact location) if needed."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    configure(settings)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(spec.experiment_name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        location = f"{settings.mlflow_artifact_uri.rstrip('/')}/{spec.name}"
+        return client.create_experiment(spec.experiment_name, artifact_location=location,
+                                        tags={"cormorant.spec": spec.name})
+    except MlflowException:  # created concurrently by another trial
+        found = client.get_experiment_by_name(spec.experiment_name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def start_sweep_run(spec: ModelSpec, settings: Settings, *, end_partition: str, sweep_key: str,
+                    tags: dict[str, str] | None = None) -> str:
+    """Create the sweep's parent run; every trial logs a child run under it."""
+    from mlflow import MlflowClient
+
+    experiment_id = ensure_experiment(spec, settings)
+    run = MlflowClient().create_run(
+        experiment_id, run_name=f"sweep {end_partition}",
+        tags={"cormorant.spec": spec.name, "cormorant.sweep_key": sweep_key, "cormorant.role": "sweep",
+              **(tags or {})},
+    )
+    return run.info.run_id
+
+
+def finish_sweep_run(settings: Settings, run_id: str, summary: dict[str, object]) -> None:
+    """Record the sweep's outcome on its parent run and close it."""
+    from mlflow import MlflowClient
+
+    configure(settings)
+    client = MlflowClient()
+    for key in ("cv_mean", "cv_std", "holdout_metric"):
+        value = summary.get(key)
+        if isinstance(value, (int, float)):
+            client.log_metric(run_id, f"best_{key}", float(value))
+    for key in ("best_trial", "family", "version", "promoted", "champion_version"):
+        client.set_tag(run_id, f"cormorant.{key}", str(summary.get(key)))
+    client.set_terminated(run_id, "FINISHED")

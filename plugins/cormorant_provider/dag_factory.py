@@ -1,0 +1,151 @@
+"""Builds a spec's five DAGs: ingest, validate, train, predict, drift.
+
+They are chained with Assets (a landed partition triggers validation, a validated one triggers
+prediction, landed predictions trigger the drift check, and a drift verdict that calls for it
+triggers training), and each also has a nightly cron as a safety net. Params are typed, so the UI
+shows a form and REST callers are validated by Airflow.
+
+Only the spec's YAML is read at parse time; nothing heavy is imported.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param
+
+from cormorant.spec import FAMILIES, ModelSpec, SpecError, discover_specs
+from cormorant_provider.assets import spec_asset
+
+STAGES = ("ingest", "validate", "train", "predict", "drift")
+
+
+class InvalidSpecDag(DAG):
+    """Stands in for a malformed spec: Airflow records its error as an import error of the DAG file
+    (naming the spec file and field) while the other specs' DAGs load normally."""
+
+    spec_error: SpecError | None = None
+
+    def validate(self) -> None:  # called by the DagBag before bagging
+        raise self.spec_error or SpecError("<unknown>", "<root>", "invalid spec")
+
+
+def _partition_param() -> Param:
+    return Param(None, type=["null", "string"], format="date", title="Partition date",
+                 description="The lake partition (YYYY-MM-DD) to process. Empty: the partitions named by the "
+                             "triggering asset events, else the run's data interval start.")
+
+
+def _dag(spec: ModelSpec, spec_path: Path, stage: str, schedule: Any, params: dict[str, Param], doc: str) -> DAG:
+    return DAG(
+        dag_id=f"{spec.name}__{stage}",
+        description=f"{spec.name}: {doc.splitlines()[0]}",
+        doc_md=f"### {spec.name} · {stage}\n\n{doc}\n\nSpec: `{spec_path.name}`. {spec.description}",
+        schedule=schedule,
+        start_date=pendulum.parse(spec.start_date, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["cormorant", f"spec:{spec.name}", stage, *spec.tags],
+        params={"partition_date": _partition_param(), **params},
+        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=2),
+                      "retry_exponential_backoff": True},
+        render_template_as_native_obj=True,
+    )
+
+
+def _cron(expression: str) -> CronDataIntervalTimetable:
+    return CronDataIntervalTimetable(expression, timezone="UTC")
+
+
+def _asset_or_cron(spec: ModelSpec, stage: str, upstream: str) -> AssetOrTimeSchedule:
+    cron = getattr(spec.schedules, "validate_" if stage == "validate" else stage)
+    return AssetOrTimeSchedule(timetable=_cron(cron), assets=spec_asset(spec.name, upstream))
+
+
+def build_spec_dags(spec: ModelSpec, spec_path: Path, *, trial_backend: str = "local") -> dict[str, DAG]:
+    """The five DAGs of one spec, keyed by dag_id."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+    from cormorant_provider.operators.drift import DriftCheckOperator, retraining_needed
+    from cormorant_provider.operators.inference import BatchInferenceOperator
+    from cormorant_provider.operators.ingest import WarehouseToLakeOperator
+    from cormorant_provider.operators.registry import RegisterAndPromoteOperator
+    from cormorant_provider.operators.sweep import SweepPlanOperator, SweepTrialOperator
+    from cormorant_provider.operators.validation import DataValidationOperator
+
+    path = str(spec_path)
+    asset = {stage: spec_asset(spec.name, stage) for stage in ("raw", "validated", "model", "predictions",
+                                                               "retrain")}
+    dags: dict[str, DAG] = {}
+
+    with _dag(spec, spec_path, "ingest", _cron(spec.schedules.ingest), {},
+              "Warehouse to lake: one Parquet partition per day, committed atomically.") as dag:
+        WarehouseToLakeOperator(task_id="warehouse_to_lake", spec_path=path, outlets=[asset["raw"]])
+    dags[dag.dag_id] = dag
+
+    with _dag(spec, spec_path, "validate", _asset_or_cron(spec, "validate", "raw"), {},
+              "Great Expectations gate: a failure stops the chain and names each failed expectation.") as dag:
+        DataValidationOperator(task_id="validate_partition", spec_path=path, outlets=[asset["validated"]])
+    dags[dag.dag_id] = dag
+
+    families = list(spec.training.search_space)
+    train_params = {
+        "window_days": Param(spec.training.window_days, type="integer", minimum=2, maximum=366,
+                             title="Window (days)", description="Days of partitions to train on, ending at "
+                             "the partition date; the last holdout_days are held out."),
+        "families": Param(families, type="array", minItems=1, uniqueItems=True,
+                          items={"type": "string", "enum": [f for f in FAMILIES if f in families]},
+                          title="Model families", description="Which of the spec's families to sweep."),
+        "max_trials_per_family": Param(spec.training.max_trials_per_family, type="integer", minimum=1,
+                                       maximum=100, title="Trials per family"),
+        "folds": Param(spec.training.folds, type="integer", minimum=2, maximum=20, title="CV folds"),
+    }
+    with _dag(spec, spec_path, "train", _asset_or_cron(spec, "train", "retrain"), train_params,
+              "Sweep model families with k-fold CV, register the best as ONNX, promote it if it wins.") as dag:
+        plan = SweepPlanOperator(task_id="plan_sweep", spec_path=path)
+        trials = SweepTrialOperator.partial(
+            task_id="trial", spec_path=path, backend=trial_backend, retries=1,
+            max_active_tis_per_dag=4,
+        ).expand(trial=plan.output)
+        RegisterAndPromoteOperator(task_id="register_and_promote", spec_path=path, plan=plan.output["plan"],
+                                   results=trials.output, trigger_rule="all_done", outlets=[asset["model"]])
+    dags[dag.dag_id] = dag
+
+    predict_params = {
+        "model_version": Param(None, type=["null", "string"], pattern="^[0-9]+$", title="Model version",
+                               description="A registered version to score with; empty: the champion."),
+    }
+    with _dag(spec, spec_path, "predict", _asset_or_cron(spec, "predict", "validated"), predict_params,
+              "Batch inference with ONNX Runtime; predictions carry the model version.") as dag:
+        BatchInferenceOperator(task_id="batch_inference", spec_path=path,
+                               model_version="{{ params.model_version }}", outlets=[asset["predictions"]])
+    dags[dag.dag_id] = dag
+
+    with _dag(spec, spec_path, "drift", _asset_or_cron(spec, "drift", "predictions"), {},
+              "Drift of features and predictions against the training reference (PSI, KS).") as dag:
+        check = DriftCheckOperator(task_id="drift_check", spec_path=path)
+        gate = ShortCircuitOperator(task_id="retraining_needed", python_callable=retraining_needed,
+                                    op_args=[check.output])
+        gate >> EmptyOperator(task_id="signal_retraining", outlets=[asset["retrain"]])
+    dags[dag.dag_id] = dag
+    return dags
+
+
+def load_dags(specs_dir: Path | str | None = None) -> dict[str, DAG]:
+    """Every spec's DAGs; a malformed spec becomes an import error without affecting the others."""
+    from cormorant.config import Settings
+
+    settings = Settings.from_env()
+    dags: dict[str, DAG] = {}
+    for path, spec in discover_specs(specs_dir or settings.specs_dir).items():
+        if isinstance(spec, SpecError):
+            broken = InvalidSpecDag(dag_id=f"invalid_spec__{path.stem}", schedule=None)
+            broken.spec_error = spec
+            dags[broken.dag_id] = broken
+            continue
+        dags.update(build_spec_dags(spec, path, trial_backend=settings.trial_backend))
+    return dags

@@ -1,0 +1,37 @@
+"""Drift checks against the training reference."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cormorant_provider.operators.base import CormorantOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class DriftCheckOperator(CormorantOperator):
+    """Compare the run's partition(s) and predictions with the training reference (PSI, KS).
+
+    Writes a JSON and an HTML report per partition and returns small verdicts:
+    ``[{partition, verdict, retrain, drifted_features, report_uri, html_uri}]``.
+    """
+
+    ui_color = "#f6ddcc"
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from cormorant.drift import check_partition
+
+        verdicts = []
+        for partition in self.partitions(context):
+            report = check_partition(self.spec, self.lake, partition, self.settings)
+            self.log.info("Drift %s: %s; drifted features %s; report %s", partition, report["verdict"],
+                          report["drifted_features"] or "none", report["html_uri"])
+            verdicts.append({k: report[k] for k in ("partition", "verdict", "retrain", "drifted_features",
+                                                    "report_uri", "html_uri")})
+        return verdicts
+
+
+def retraining_needed(verdicts: list[dict[str, Any]]) -> bool:
+    """Short-circuit callable: go on to the retraining signal only when a partition drifted."""
+    return any(v.get("retrain") for v in verdicts or [])

@@ -1,0 +1,43 @@
+"""Data validation gate."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cormorant_provider.operators.base import CormorantOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class DataValidationOperator(CormorantOperator):
+    """Validate the run's lake partition(s) with the spec's Great Expectations suite.
+
+    A report is written for every partition. If any expectation fails the task fails at once (a retry
+    cannot fix data), naming each failed expectation and column, and downstream DAGs are not
+    triggered. Returns the reports' URIs.
+    """
+
+    ui_color = "#fcf3cf"
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from cormorant.validation import DataValidationError, validate_frame, validation_report_key
+        from cormorant.warehouse import raw_dataset
+
+        refs, failed = [], []
+        for partition in self.partitions(context):
+            manifest = self.lake.require(raw_dataset(self.spec), partition)
+            frame = self.lake.read(raw_dataset(self.spec), partition).to_pandas()
+            result = validate_frame(frame, self.spec, partition=partition, content_hash=manifest.content_hash)
+            uri = self.lake.write_json(validation_report_key(self.spec, partition), result.to_dict())
+            self.log.info("Validation of %s: %s (%d expectations); report at %s", partition,
+                          "passed" if result.success else "FAILED", result.evaluated, uri)
+            refs.append({"partition": partition, "success": result.success, "report_uri": uri})
+            if not result.success:
+                failed.append(DataValidationError(result))
+        if failed:
+            raise AirflowFailException("\n\n".join(str(e) for e in failed))
+        self.emit(context, partitions=[r["partition"] for r in refs])
+        return refs
