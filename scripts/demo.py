@@ -29,7 +29,9 @@ def main() -> int:
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 3, 1))
     parser.add_argument("--days", type=int, default=4, help="consecutive days to run (>= 3)")
     parser.add_argument("--drift-days", type=int, default=1, help="how many of the last days are drifted")
-    parser.add_argument("--keep", action="store_true", help="keep the previous demo state instead of starting over")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the previous demo state instead of starting over"
+    )
     args = parser.parse_args()
 
     from cormorant.config import embedded_environment
@@ -46,8 +48,11 @@ def main() -> int:
     days = [args.start + timedelta(days=i) for i in range(args.days)]
     drift_start = days[-args.drift_days] if args.drift_days else None
     counts = seed_sqlite(args.home / "warehouse.db", days, drift_start=drift_start)
-    print(f"Seeded the embedded warehouse: {sum(counts.values())} rows over {len(days)} days "
-          f"(drifted from {drift_start})", flush=True)
+    print(
+        f"Seeded the embedded warehouse: {sum(counts.values())} rows over {len(days)} days "
+        f"(drifted from {drift_start})",
+        flush=True,
+    )
 
     from cormorant_provider.pipeline import PipelineRunner
 
@@ -58,7 +63,7 @@ def main() -> int:
         runner.run("validate", d)
     first_train = iso[-args.drift_days - 1]
     runner.run("train", first_train)
-    for d in iso[iso.index(first_train):]:
+    for d in iso[iso.index(first_train) :]:
         runner.run("predict", d)
         if runner.run("drift", d).retrain_signalled:
             runner.run("train", d)

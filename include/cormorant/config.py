@@ -31,7 +31,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read ``CORMORANT_*`` and ``MLFLOW_TRACKING_URI`` variables, falling back to the embedded default."""
+        """Read ``CORMORANT_*`` and ``MLFLOW_TRACKING_URI``, falling back to the embedded default."""
         env = os.environ if env is None else env
         home = Path(env.get("CORMORANT_HOME") or PROJECT_ROOT / ".cormorant").resolve()
         backend = env.get("CORMORANT_TRIAL_BACKEND", "local")
@@ -44,7 +44,8 @@ class Settings:
             specs_dir=Path(env.get("CORMORANT_SPECS_DIR") or PROJECT_ROOT / "include" / "specs"),
             lake_uri=env.get("CORMORANT_LAKE_URI") or (home / "lake").as_uri(),
             lake_conn_id=env.get("CORMORANT_LAKE_CONN_ID") or None,
-            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
             mlflow_artifact_uri=env.get("CORMORANT_MLFLOW_ARTIFACT_URI")
             or (home / "mlflow" / "artifacts").as_uri(),
             trial_backend=backend,

@@ -56,21 +56,34 @@ def category_fractions(values: pd.Series) -> dict[str, float]:
 def _numeric_profile(values: np.ndarray, bins: int, rng: np.random.Generator) -> dict[str, Any]:
     edges = quantile_edges(values, bins)
     present = values[~np.isnan(values)]
-    sample = rng.choice(present, size=min(SAMPLE_SIZE, len(present)), replace=False) if len(present) else present
-    return {"kind": "numeric", "edges": edges, "fractions": binned_fractions(values, edges),
-            "sample": sorted(float(v) for v in sample)}
+    sample = (
+        rng.choice(present, size=min(SAMPLE_SIZE, len(present)), replace=False) if len(present) else present
+    )
+    return {
+        "kind": "numeric",
+        "edges": edges,
+        "fractions": binned_fractions(values, edges),
+        "sample": sorted(float(v) for v in sample),
+    }
 
 
-def build_reference(frame: pd.DataFrame, scores: np.ndarray, spec: ModelSpec, seed: int = 0) -> dict[str, Any]:
+def build_reference(
+    frame: pd.DataFrame, scores: np.ndarray, spec: ModelSpec, seed: int = 0
+) -> dict[str, Any]:
     """The training reference a drift check compares against (JSON-serialisable)."""
     rng = np.random.default_rng(seed)
     features: dict[str, Any] = {}
     for column in spec.features.numeric:
-        features[column] = _numeric_profile(pd.to_numeric(frame[column]).to_numpy("float64"), spec.drift.bins, rng)
+        features[column] = _numeric_profile(
+            pd.to_numeric(frame[column]).to_numpy("float64"), spec.drift.bins, rng
+        )
     for column in spec.features.categorical:
         features[column] = {"kind": "categorical", "fractions": category_fractions(frame[column])}
-    return {"rows": len(frame), "features": features,
-            "score": _numeric_profile(np.asarray(scores, dtype="float64"), spec.drift.bins, rng)}
+    return {
+        "rows": len(frame),
+        "features": features,
+        "score": _numeric_profile(np.asarray(scores, dtype="float64"), spec.drift.bins, rng),
+    }
 
 
 def _compare_numeric(ref: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
@@ -89,13 +102,23 @@ def _compare_numeric(ref: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
 def _compare_categorical(ref: dict[str, Any], values: pd.Series) -> dict[str, Any]:
     current = category_fractions(values)
     keys = sorted(set(ref["fractions"]) | set(current))
-    return {"psi": psi([ref["fractions"].get(k, 0.0) for k in keys], [current.get(k, 0.0) for k in keys]),
-            "ks_statistic": None, "ks_pvalue": None,
-            "new_categories": sorted(set(current) - set(ref["fractions"]))}
+    return {
+        "psi": psi([ref["fractions"].get(k, 0.0) for k in keys], [current.get(k, 0.0) for k in keys]),
+        "ks_statistic": None,
+        "ks_pvalue": None,
+        "new_categories": sorted(set(current) - set(ref["fractions"])),
+    }
 
 
-def compare(reference: dict[str, Any], frame: pd.DataFrame, scores: np.ndarray, spec: ModelSpec,
-            *, partition: str, model: dict[str, Any] | None = None) -> dict[str, Any]:
+def compare(
+    reference: dict[str, Any],
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    spec: ModelSpec,
+    *,
+    partition: str,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The drift report of one partition: per-feature and score statistics and the verdict."""
     th = spec.drift
     rows: dict[str, dict[str, Any]] = {}
@@ -113,12 +136,21 @@ def compare(reference: dict[str, Any], frame: pd.DataFrame, scores: np.ndarray, 
     drifted = sorted(c for c, s in rows.items() if s["drifted"] and c != SCORE)
     retrain = len(drifted) >= th.min_drifted_features or rows[SCORE]["drifted"]
     return {
-        "spec": spec.name, "partition": partition, "rows": len(frame), "reference_rows": reference["rows"],
+        "spec": spec.name,
+        "partition": partition,
+        "rows": len(frame),
+        "reference_rows": reference["rows"],
         "model": model or {},
-        "thresholds": {"psi": th.psi_threshold, "ks_pvalue": th.ks_pvalue_threshold,
-                       "min_drifted_features": th.min_drifted_features},
-        "features": {c: s for c, s in rows.items() if c != SCORE}, "prediction": rows[SCORE],
-        "drifted_features": drifted, "verdict": "drift" if retrain else "stable", "retrain": bool(retrain),
+        "thresholds": {
+            "psi": th.psi_threshold,
+            "ks_pvalue": th.ks_pvalue_threshold,
+            "min_drifted_features": th.min_drifted_features,
+        },
+        "features": {c: s for c, s in rows.items() if c != SCORE},
+        "prediction": rows[SCORE],
+        "drifted_features": drifted,
+        "verdict": "drift" if retrain else "stable",
+        "retrain": bool(retrain),
     }
 
 
@@ -164,15 +196,16 @@ def render_html(report: dict[str, Any], png_name: str = "psi.png") -> str:
         for name, s in rows
     )
     model = report.get("model") or {}
+    signal = " — retraining signalled" if report["retrain"] else ""
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Drift · {html.escape(report['spec'])} · {report['partition']}</title>
+<html><head><meta charset="utf-8"><title>Drift · {html.escape(report["spec"])} · {report["partition"]}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
 tr.drift td{{background:#fdecea}} .verdict{{font-size:1.3em}}</style></head><body>
-<h1>Drift report: {html.escape(report['spec'])}, partition {report['partition']}</h1>
-<p class="verdict">Verdict: <b>{report['verdict']}</b>{' — retraining signalled' if report['retrain'] else ''}</p>
-<p>{report['rows']} rows compared with a training reference of {report['reference_rows']} rows
-(model {html.escape(str(model.get('name', '')))} version {html.escape(str(model.get('version', '')))}).
-Thresholds: PSI &gt; {report['thresholds']['psi']}, KS p-value &lt; {report['thresholds']['ks_pvalue']}.</p>
+<h1>Drift report: {html.escape(report["spec"])}, partition {report["partition"]}</h1>
+<p class="verdict">Verdict: <b>{report["verdict"]}</b>{signal}</p>
+<p>{report["rows"]} rows compared with a training reference of {report["reference_rows"]} rows
+(model {html.escape(str(model.get("name", "")))} version {html.escape(str(model.get("version", "")))}).
+Thresholds: PSI &gt; {report["thresholds"]["psi"]}, KS p-value &lt; {report["thresholds"]["ks_pvalue"]}.</p>
 <table><tr><th>column</th><th>PSI</th><th>KS statistic</th><th>KS p-value</th><th>status</th></tr>
 {body}</table>
 <p><img src="{png_name}" alt="PSI per feature"></p>
@@ -204,8 +237,14 @@ def check_partition(spec: ModelSpec, lake: Any, partition: str, settings: Any) -
     reference = mlflow.artifacts.load_dict(f"runs:/{model['run_id']}/reference.json")
     frame = lake.read(raw_dataset(spec), partition, columns=spec.feature_columns).to_pandas()
     scores = lake.read(predictions_dataset(spec), partition, columns=["score"]).column("score").to_numpy()
-    report = compare(reference, frame, scores, spec, partition=partition,
-                     model={k: model.get(k) for k in ("name", "version", "run_id")})
+    report = compare(
+        reference,
+        frame,
+        scores,
+        spec,
+        partition=partition,
+        model={k: model.get(k) for k in ("name", "version", "run_id")},
+    )
     prefix = drift_report_prefix(spec, partition)
     lake.write_bytes(f"{prefix}/psi.png", render_png(report))
     report["html_uri"] = lake.write_bytes(f"{prefix}/report.html", render_html(report).encode())

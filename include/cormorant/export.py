@@ -23,7 +23,9 @@ def preprocessor_to_onnx(preprocessor: Any, spec: ModelSpec) -> Any:
 
     inputs = [(c, FloatTensorType([None, 1])) for c in spec.features.numeric]
     inputs += [(c, StringTensorType([None, 1])) for c in spec.features.categorical]
-    return convert_sklearn(preprocessor, initial_types=inputs, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+    return convert_sklearn(
+        preprocessor, initial_types=inputs, target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET}
+    )
 
 
 def export_model(preprocessor: FittedPreprocessor, trained: Trained, spec: ModelSpec, n_features: int) -> Any:
@@ -42,8 +44,14 @@ def export_model(preprocessor: FittedPreprocessor, trained: Trained, spec: Model
 
     merged.graph.node.append(helper.make_node("Identity", ["model_score"], ["score"]))
     merged.graph.output[0].name = "score"
-    onnx.helper.set_model_props(merged, {"cormorant.spec": spec.name, "cormorant.family": trained.family,
-                                         "cormorant.spec_fingerprint": spec.fingerprint})
+    onnx.helper.set_model_props(
+        merged,
+        {
+            "cormorant.spec": spec.name,
+            "cormorant.family": trained.family,
+            "cormorant.spec_fingerprint": spec.fingerprint,
+        },
+    )
     onnx.checker.check_model(merged)
     return merged
 

@@ -35,8 +35,16 @@ class Trained:
     classification: bool
 
 
-def fit(family: str, X: np.ndarray, y: np.ndarray, params: dict[str, Any], *, classification: bool,
-        seed: int, device: str = "cpu") -> Trained:
+def fit(
+    family: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    params: dict[str, Any],
+    *,
+    classification: bool,
+    seed: int,
+    device: str = "cpu",
+) -> Trained:
     """Train one family on a dense float32 matrix."""
     if family == "linear":
         model = _fit_linear(X, y, params, classification, seed)
@@ -67,13 +75,15 @@ def _fit_linear(X: np.ndarray, y: np.ndarray, params: dict[str, Any], classifica
     from sklearn.linear_model import LogisticRegression, Ridge
 
     if classification:
-        return LogisticRegression(C=float(params.get("C", 1.0)), max_iter=int(params.get("max_iter", 1000)),
-                                  random_state=seed).fit(X, y)
+        return LogisticRegression(
+            C=float(params.get("C", 1.0)), max_iter=int(params.get("max_iter", 1000)), random_state=seed
+        ).fit(X, y)
     return Ridge(alpha=float(params.get("alpha", 1.0)), random_state=seed).fit(X, y)
 
 
-def _fit_xgboost(X: np.ndarray, y: np.ndarray, params: dict[str, Any], classification: bool, seed: int,
-                 device: str) -> Any:
+def _fit_xgboost(
+    X: np.ndarray, y: np.ndarray, params: dict[str, Any], classification: bool, seed: int, device: str
+) -> Any:
     import xgboost as xgb
 
     cls = xgb.XGBClassifier if classification else xgb.XGBRegressor
@@ -81,8 +91,9 @@ def _fit_xgboost(X: np.ndarray, y: np.ndarray, params: dict[str, Any], classific
     return model.fit(X, y)
 
 
-def _fit_mlp(X: np.ndarray, y: np.ndarray, params: dict[str, Any], classification: bool, seed: int,
-             device: str) -> Any:
+def _fit_mlp(
+    X: np.ndarray, y: np.ndarray, params: dict[str, Any], classification: bool, seed: int, device: str
+) -> Any:
     import torch
     from torch import nn
 
@@ -99,8 +110,11 @@ def _fit_mlp(X: np.ndarray, y: np.ndarray, params: dict[str, Any], classificatio
     y_mean = 0.0 if classification else float(np.mean(y))
     y_std = 1.0 if classification else float(np.std(y) or 1.0)
     model = _ScoredMLP(body, classification, y_mean, y_std).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=float(params.get("learning_rate", 1e-3)),
-                           weight_decay=float(params.get("weight_decay", 0.0)))
+    opt = torch.optim.Adam(
+        model.parameters(),
+        lr=float(params.get("learning_rate", 1e-3)),
+        weight_decay=float(params.get("weight_decay", 0.0)),
+    )
     loss_fn = nn.BCEWithLogitsLoss() if classification else nn.MSELoss()
     Xt = torch.as_tensor(X, dtype=torch.float32, device=device)
     yt = torch.as_tensor((y - y_mean) / y_std, dtype=torch.float32, device=device).reshape(-1, 1)
@@ -138,7 +152,7 @@ def _scored_mlp_class() -> type:
     return ScoredMLP
 
 
-def _ScoredMLP(*args: Any) -> Any:  # noqa: N802 - a factory that reads like the class it builds
+def _ScoredMLP(*args: Any) -> Any:
     return _scored_mlp_class()(*args)
 
 
@@ -160,8 +174,12 @@ def to_onnx(trained: Trained, n_features: int) -> Any:
 
         initial = [("features", FloatTensorType([None, n_features]))]
         options = {id(trained.model): {"zipmap": False}} if trained.classification else None
-        model = convert_sklearn(trained.model, initial_types=initial, options=options,
-                                target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET})
+        model = convert_sklearn(
+            trained.model,
+            initial_types=initial,
+            options=options,
+            target_opset={"": OPSET, "ai.onnx.ml": ML_OPSET},
+        )
     return _score_output(model, classification=trained.classification)
 
 

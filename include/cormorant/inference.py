@@ -29,8 +29,9 @@ def predictions_dataset(spec: ModelSpec) -> str:
     return f"{spec.name}/{PREDICTIONS}"
 
 
-def resolve_model(spec: ModelSpec, settings: Settings, alias: str = "champion",
-                  version: str | None = None) -> dict[str, Any]:
+def resolve_model(
+    spec: ModelSpec, settings: Settings, alias: str = "champion", version: str | None = None
+) -> dict[str, Any]:
     """The registered version to score with: an explicit ``version``, else the one under ``alias``."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -41,16 +42,31 @@ def resolve_model(spec: ModelSpec, settings: Settings, alias: str = "champion",
     client = MlflowClient()
     name = spec.registered_model_name
     try:
-        mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, alias)
+        mv = (
+            client.get_model_version(name, version)
+            if version
+            else client.get_model_version_by_alias(name, alias)
+        )
     except MlflowException as e:
         wanted = f"version {version}" if version else f"alias {alias!r}"
         raise NoChampion(f"registered model {name!r} has no {wanted}; run the train DAG first") from e
-    return {"name": name, "version": str(mv.version), "run_id": mv.run_id,
-            "uri": f"models:/{name}/{mv.version}"}
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "uri": f"models:/{name}/{mv.version}",
+    }
 
 
-def predict_partition(spec: ModelSpec, lake: Lake, partition: str, model: dict[str, Any], *,
-                      batch_size: int = 65_536, lineage: dict[str, Any] | None = None) -> Manifest:
+def predict_partition(
+    spec: ModelSpec,
+    lake: Lake,
+    partition: str,
+    model: dict[str, Any],
+    *,
+    batch_size: int = 65_536,
+    lineage: dict[str, Any] | None = None,
+) -> Manifest:
     """Score every row of ``partition`` with ``model`` (from :func:`resolve_model`) and commit the output."""
     import mlflow.onnx
     import numpy as np
@@ -67,8 +83,10 @@ def predict_partition(spec: ModelSpec, lake: Lake, partition: str, model: dict[s
     raw_types = {f["name"] for f in manifest.schema}
     missing = [c for c in columns if c not in raw_types]
     if missing:
-        raise KeyError(f"lake partition {raw}/ds={partition} lacks column(s) {missing} that spec "
-                       f"{spec.name!r} needs for inference")
+        raise KeyError(
+            f"lake partition {raw}/ds={partition} lacks column(s) {missing} that spec "
+            f"{spec.name!r} needs for inference"
+        )
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in lake.iter_batches(raw, partition, batch_size=batch_size, columns=columns):
@@ -92,10 +110,21 @@ def predict_partition(spec: ModelSpec, lake: Lake, partition: str, model: dict[s
         yield first
         yield from stream
 
-    out = lake.write_partition(predictions_dataset(spec), partition, all_batches(), schema=first_schema,
-                               partition_column=spec.source.partition_column,
-                               source={"raw_content_hash": manifest.content_hash, "model": model},
-                               lineage=lineage)
-    log.info("predictions %s/%s: %d rows scored by %s v%s", spec.name, partition, out.row_count, model["name"],
-             model["version"])
+    out = lake.write_partition(
+        predictions_dataset(spec),
+        partition,
+        all_batches(),
+        schema=first_schema,
+        partition_column=spec.source.partition_column,
+        source={"raw_content_hash": manifest.content_hash, "model": model},
+        lineage=lineage,
+    )
+    log.info(
+        "predictions %s/%s: %d rows scored by %s v%s",
+        spec.name,
+        partition,
+        out.row_count,
+        model["name"],
+        model["version"],
+    )
     return out

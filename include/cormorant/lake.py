@@ -110,14 +110,14 @@ def _remove_tree(path: UPath) -> None:
     path.fs.rm(path.path, recursive=True)
 
 
-def _minmax(table: pa.Table, column: str | None) -> tuple[str | None, str | None]:
+def _minmax(table: pa.Table, column: str | None) -> tuple[Any, Any]:
+    """The column's min and max as Python values (compared natively, not as text)."""
     import pyarrow.compute as pc
 
     if column is None or column not in table.column_names or table.num_rows == 0:
         return None, None
     result = pc.min_max(table[column])
-    lo, hi = result["min"].as_py(), result["max"].as_py()
-    return (None if lo is None else str(lo)), (None if hi is None else str(hi))
+    return result["min"].as_py(), result["max"].as_py()
 
 
 class Lake:
@@ -169,7 +169,8 @@ class Lake:
                 for batch in batches:
                     if not batch.schema.equals(schema):
                         raise TypeError(
-                            f"lake {dataset}/{partition}: a batch's schema {batch.schema} differs from {schema}"
+                            f"lake {dataset}/{partition}: a batch's schema {batch.schema} "
+                            f"differs from {schema}"
                         )
                     table = pa.Table.from_batches([batch])
                     writer.write_table(table)
@@ -186,25 +187,37 @@ class Lake:
             partition=partition,
             row_count=rows,
             schema=[{"name": f.name, "type": str(f.type)} for f in schema],
-            files=[{"path": f"{attempt}/part-00000.parquet", "rows": rows, "bytes": sink.size,
-                    "sha256": file_hash}],
+            files=[
+                {
+                    "path": f"{attempt}/part-00000.parquet",
+                    "rows": rows,
+                    "bytes": sink.size,
+                    "sha256": file_hash,
+                }
+            ],
             content_hash=hashlib.sha256(file_hash.encode()).hexdigest(),
             partition_column=partition_column,
-            partition_min=lo,
-            partition_max=hi,
+            partition_min=None if lo is None else str(lo),
+            partition_max=None if hi is None else str(hi),
             source=source or {},
             lineage=lineage or {},
         )
         write_bytes_atomic(self.path(f"{key}/{MANIFEST}"), manifest.to_json().encode())
         self._remove_other_attempts(key, keep=attempt)
-        log.info("lake %s/%s committed: %d rows, content %s", dataset, partition, rows, manifest.content_hash[:12])
+        log.info(
+            "lake %s/%s committed: %d rows, content %s", dataset, partition, rows, manifest.content_hash[:12]
+        )
         return manifest
 
     def write_table(self, dataset: str, partition: str, table: pa.Table, **kwargs: Any) -> Manifest:
         """Commit an in-memory table as a partition (small outputs such as predictions)."""
-        return self.write_partition(dataset, partition, table.to_batches() or
-                                    [pa.RecordBatch.from_pylist([], schema=table.schema)],
-                                    schema=table.schema, **kwargs)
+        return self.write_partition(
+            dataset,
+            partition,
+            table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)],
+            schema=table.schema,
+            **kwargs,
+        )
 
     def _remove_other_attempts(self, key: str, keep: str) -> None:
         for child in self.path(key).iterdir():
@@ -271,5 +284,9 @@ class Lake:
             with self.path(f"{key}/{entry['path']}").open("rb") as f:
                 yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 
-    def read_many(self, dataset: str, partitions: Iterable[str], columns: list[str] | None = None) -> pa.Table:
-        return pa.concat_tables([self.read(dataset, p, columns) for p in partitions], promote_options="default")
+    def read_many(
+        self, dataset: str, partitions: Iterable[str], columns: list[str] | None = None
+    ) -> pa.Table:
+        return pa.concat_tables(
+            [self.read(dataset, p, columns) for p in partitions], promote_options="default"
+        )

@@ -33,7 +33,9 @@ def compute_metric(name: str, y_true: np.ndarray, score: np.ndarray) -> float:
     raise ValueError(f"unknown metric {name!r}; expected one of {known}")
 
 
-def cv_splits(y: np.ndarray, folds: int, seed: int, *, stratified: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+def cv_splits(
+    y: np.ndarray, folds: int, seed: int, *, stratified: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """k-fold index pairs, stratified on the label for classification; shuffled with ``seed``."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -41,8 +43,9 @@ def cv_splits(y: np.ndarray, folds: int, seed: int, *, stratified: bool) -> list
     return list(splitter.split(np.zeros(len(y)), y))
 
 
-def is_improvement(candidate: float, incumbent: float | None, *, higher_is_better: bool,
-                   min_improvement: float = 0.0) -> bool:
+def is_improvement(
+    candidate: float, incumbent: float | None, *, higher_is_better: bool, min_improvement: float = 0.0
+) -> bool:
     """The promotion rule: no incumbent, or strictly better than it by more than ``min_improvement``."""
     if incumbent is None or np.isnan(incumbent):
         return True

@@ -167,8 +167,10 @@ class TrainingSpec(_Strict):
                 for value in values:
                     ok = isinstance(value, (int, float)) if expected is float else isinstance(value, int)
                     if not ok or isinstance(value, bool):
-                        raise ValueError(f"{family}.{param}: {value!r} is not a{'n' * (expected is int)} "
-                                         f"{expected.__name__}")
+                        raise ValueError(
+                            f"{family}.{param}: {value!r} is not a{'n' * (expected is int)} "
+                            f"{expected.__name__}"
+                        )
         return v
 
 
@@ -247,7 +249,12 @@ class ModelSpec(_Strict):
     @property
     def required_columns(self) -> list[str]:
         """Every column the pipeline reads from a partition."""
-        cols = [*self.source.key_columns, self.source.partition_column, *self.feature_columns, self.target.column]
+        cols = [
+            *self.source.key_columns,
+            self.source.partition_column,
+            *self.feature_columns,
+            self.target.column,
+        ]
         return list(dict.fromkeys(cols))
 
     @property

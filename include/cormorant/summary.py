@@ -27,50 +27,83 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
         validation = lake.read_json(validation_report_key(spec, p)) or {}
         predictions = lake.manifest(predictions_dataset(spec), p)
         drift = lake.read_json(f"{drift_report_prefix(spec, p)}/report.json") or {}
-        partitions.append({
-            "partition": p,
-            "rows": lake.require(raw_dataset(spec), p).row_count,
-            "validation": None if not validation else ("passed" if validation["success"] else "failed"),
-            "failed_expectations": [f"{f['expectation']}({f['column']})" for f in validation.get("failures", [])],
-            "predictions": predictions.row_count if predictions else None,
-            "predicted_by": (predictions.source.get("model") or {}).get("version") if predictions else None,
-            "drift": drift.get("verdict"),
-            "drifted_features": drift.get("drifted_features"),
-            "drift_report": lake.uri(f"{drift_report_prefix(spec, p)}/report.html") if drift else None,
-        })
+        partitions.append(
+            {
+                "partition": p,
+                "rows": lake.require(raw_dataset(spec), p).row_count,
+                "validation": None if not validation else ("passed" if validation["success"] else "failed"),
+                "failed_expectations": [
+                    f"{f['expectation']}({f['column']})" for f in validation.get("failures", [])
+                ],
+                "predictions": predictions.row_count if predictions else None,
+                "predicted_by": (predictions.source.get("model") or {}).get("version")
+                if predictions
+                else None,
+                "drift": drift.get("verdict"),
+                "drifted_features": drift.get("drifted_features"),
+                "drift_report": lake.uri(f"{drift_report_prefix(spec, p)}/report.html") if drift else None,
+            }
+        )
     experiment = client.get_experiment_by_name(spec.experiment_name)
     trials = []
     if experiment is not None:
-        runs = client.search_runs([experiment.experiment_id], "tags.`cormorant.trial_id` != ''",
-                                  order_by=["attributes.start_time ASC"], max_results=1000)
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            "tags.`cormorant.trial_id` != ''",
+            order_by=["attributes.start_time ASC"],
+            max_results=1000,
+        )
         metric = spec.training.metric
-        trials = [{"trial": r.data.tags.get("cormorant.trial_id"), "family": r.data.tags.get("cormorant.family"),
-                   "run_id": r.info.run_id, "status": r.info.status,
-                   "cv_mean": r.data.metrics.get(f"cv_{metric}_mean"), "cv_std": r.data.metrics.get(f"cv_{metric}_std"),
-                   "sweep_key": r.data.tags.get("cormorant.sweep_key")} for r in runs]
+        trials = [
+            {
+                "trial": r.data.tags.get("cormorant.trial_id"),
+                "family": r.data.tags.get("cormorant.family"),
+                "run_id": r.info.run_id,
+                "status": r.info.status,
+                "cv_mean": r.data.metrics.get(f"cv_{metric}_mean"),
+                "cv_std": r.data.metrics.get(f"cv_{metric}_std"),
+                "sweep_key": r.data.tags.get("cormorant.sweep_key"),
+            }
+            for r in runs
+        ]
     versions = []
     if client.search_registered_models(f"name = '{spec.registered_model_name}'"):
         for v in client.search_model_versions(f"name = '{spec.registered_model_name}'"):
-            versions.append({"version": v.version, "run_id": v.run_id, "aliases": list(v.aliases),
-                             "family": v.tags.get("cormorant.family"),
-                             "holdout_metric": v.tags.get(f"holdout_{spec.training.metric}"),
-                             "promotion": v.tags.get("cormorant.promotion")})
+            versions.append(
+                {
+                    "version": v.version,
+                    "run_id": v.run_id,
+                    "aliases": list(v.aliases),
+                    "family": v.tags.get("cormorant.family"),
+                    "holdout_metric": v.tags.get(f"holdout_{spec.training.metric}"),
+                    "promotion": v.tags.get("cormorant.promotion"),
+                }
+            )
     champion = current_champion(client, spec.registered_model_name)
-    return {"spec": spec.name, "metric": spec.training.metric, "partitions": partitions, "trials": trials,
-            "versions": sorted(versions, key=lambda v: int(v["version"])),
-            "champion": {"alias": CHAMPION, "version": champion.version} if champion else None}
+    return {
+        "spec": spec.name,
+        "metric": spec.training.metric,
+        "partitions": partitions,
+        "trials": trials,
+        "versions": sorted(versions, key=lambda v: int(v["version"])),
+        "champion": {"alias": CHAMPION, "version": champion.version} if champion else None,
+    }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table for the terminal."""
     lines = [f"Cormorant pipeline summary: spec {summary['spec']!r}", ""]
-    lines.append(f"{'partition':<12}{'rows':>7}  {'validation':<11}{'predictions':>12}  {'model':>5}  {'drift':<8}")
+    lines.append(
+        f"{'partition':<12}{'rows':>7}  {'validation':<11}{'predictions':>12}  {'model':>5}  {'drift':<8}"
+    )
     for p in summary["partitions"]:
-        lines.append(f"{p['partition']:<12}{p['rows']:>7}  {p['validation'] or '-':<11}"
-                     f"{p['predictions'] if p['predictions'] is not None else '-':>12}  "
-                     f"{('v' + p['predicted_by']) if p['predicted_by'] else '-':>5}  {p['drift'] or '-':<8}"
-                     + (f" drifted: {', '.join(p['drifted_features'])}" if p["drifted_features"] else "")
-                     + (f" failed: {', '.join(p['failed_expectations'])}" if p["failed_expectations"] else ""))
+        lines.append(
+            f"{p['partition']:<12}{p['rows']:>7}  {p['validation'] or '-':<11}"
+            f"{p['predictions'] if p['predictions'] is not None else '-':>12}  "
+            f"{('v' + p['predicted_by']) if p['predicted_by'] else '-':>5}  {p['drift'] or '-':<8}"
+            + (f" drifted: {', '.join(p['drifted_features'])}" if p["drifted_features"] else "")
+            + (f" failed: {', '.join(p['failed_expectations'])}" if p["failed_expectations"] else "")
+        )
     metric = summary["metric"]
     lines += ["", f"Trials run: {len(summary['trials'])} (MLflow runs, {metric} over CV folds)"]
     sweeps: dict[str, list[dict[str, Any]]] = {}
@@ -79,13 +112,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     for key, trials in sweeps.items():
         done = [t for t in trials if t["cv_mean"] is not None]
         best = max(done, key=lambda t: t["cv_mean"]) if done else None
-        lines.append(f"  sweep {key}: {len(trials)} trials; best {best['trial']} ({best['family']}) "
-                     f"{metric} {best['cv_mean']:.4f} ± {best['cv_std']:.4f}" if best else f"  sweep {key}: no result")
+        lines.append(
+            f"  sweep {key}: {len(trials)} trials; best {best['trial']} ({best['family']}) "
+            f"{metric} {best['cv_mean']:.4f} ± {best['cv_std']:.4f}"
+            if best
+            else f"  sweep {key}: no result"
+        )
     lines += ["", "Registered versions:"]
     for v in summary["versions"]:
         aliases = f" @{','.join(v['aliases'])}" if v["aliases"] else ""
-        lines.append(f"  v{v['version']} {v['family']} holdout {metric} {v['holdout_metric']}{aliases}"
-                     f" ({v['promotion']})")
+        lines.append(
+            f"  v{v['version']} {v['family']} holdout {metric} {v['holdout_metric']}{aliases}"
+            f" ({v['promotion']})"
+        )
     champion = summary["champion"]
     lines.append(f"Champion: v{champion['version']}" if champion else "Champion: none")
     reports = [p["drift_report"] for p in summary["partitions"] if p["drift_report"]]

@@ -38,7 +38,9 @@ def window(end: str, days: int) -> list[str]:
 def grid(space: dict[str, list[Any]], limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` points of a parameter grid, in a stable order."""
     names = sorted(space)
-    points = [dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))]
+    points = [
+        dict(zip(names, values, strict=True)) for values in itertools.product(*(space[n] for n in names))
+    ]
     return points[:limit]
 
 
@@ -49,7 +51,9 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
     for partition in candidates:
         manifest = lake.manifest(raw_dataset(spec), partition)
         if manifest is None:
-            log.warning("sweep %s: partition %s is not in the lake; left out of the window", spec.name, partition)
+            log.warning(
+                "sweep %s: partition %s is not in the lake; left out of the window", spec.name, partition
+            )
             continue
         report = lake.read_json(validation_report_key(spec, partition))
         if report is None:
@@ -62,8 +66,10 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
         else:
             ready[partition] = manifest.content_hash
     if problems:
-        raise SweepNotReady(f"spec {spec.name!r}: the training window has partitions that cannot be used:\n- "
-                            + "\n- ".join(problems))
+        raise SweepNotReady(
+            f"spec {spec.name!r}: the training window has partitions that cannot be used:\n- "
+            + "\n- ".join(problems)
+        )
     return ready
 
 
@@ -90,23 +96,57 @@ def plan_sweep(
         raise SweepNotReady(f"spec {spec.name!r}: partition {end_partition} is not in the lake")
     partitions = sorted(ready)
     if len(partitions) <= cfg.holdout_days:
-        raise SweepNotReady(f"spec {spec.name!r}: {len(partitions)} usable partition(s) in the {days}-day window "
-                            f"ending {end_partition}; need more than holdout_days={cfg.holdout_days}")
-    train, holdout = partitions[: -cfg.holdout_days], partitions[-cfg.holdout_days:]
+        raise SweepNotReady(
+            f"spec {spec.name!r}: {len(partitions)} usable partition(s) in the {days}-day window "
+            f"ending {end_partition}; need more than holdout_days={cfg.holdout_days}"
+        )
+    train, holdout = partitions[: -cfg.holdout_days], partitions[-cfg.holdout_days :]
     limit = max_trials_per_family or cfg.max_trials_per_family
     points = [(f, p) for f in chosen if f in cfg.search_space for p in grid(cfg.search_space[f], limit)]
     if not points:
         raise ValueError(f"spec {spec.name!r}: none of the families {chosen} is in training.search_space")
-    sweep_key = hashlib.sha256(json.dumps(
-        {"spec": spec.fingerprint, "data": ready, "trainer": __version__, "points": points,
-         "folds": folds or cfg.folds, "holdout": holdout}, sort_keys=True).encode()).hexdigest()[:24]
+    sweep_key = hashlib.sha256(
+        json.dumps(
+            {
+                "spec": spec.fingerprint,
+                "data": ready,
+                "trainer": __version__,
+                "points": points,
+                "folds": folds or cfg.folds,
+                "holdout": holdout,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:24]
     trials = [
-        asdict(Trial(trial_id=f"{family}-{i}", family=family, params=params, train_partitions=train,
-                     holdout_partitions=holdout, folds=folds or cfg.folds, seed=cfg.seed, sweep_key=sweep_key,
-                     parent_run_id=parent_run_id, manifest_hashes=ready))
+        asdict(
+            Trial(
+                trial_id=f"{family}-{i}",
+                family=family,
+                params=params,
+                train_partitions=train,
+                holdout_partitions=holdout,
+                folds=folds or cfg.folds,
+                seed=cfg.seed,
+                sweep_key=sweep_key,
+                parent_run_id=parent_run_id,
+                manifest_hashes=ready,
+            )
+        )
         for family in chosen
         for i, params in enumerate(p for f, p in points if f == family)
     ]
-    log.info("sweep %s: %d trials over %d training and %d holdout partitions (key %s)", spec.name, len(trials),
-             len(train), len(holdout), sweep_key)
-    return {"sweep_key": sweep_key, "train_partitions": train, "holdout_partitions": holdout, "trials": trials}
+    log.info(
+        "sweep %s: %d trials over %d training and %d holdout partitions (key %s)",
+        spec.name,
+        len(trials),
+        len(train),
+        len(holdout),
+        sweep_key,
+    )
+    return {
+        "sweep_key": sweep_key,
+        "train_partitions": train,
+        "holdout_partitions": holdout,
+        "trials": trials,
+    }

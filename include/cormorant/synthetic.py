@@ -77,7 +77,12 @@ def generate_day(day: date, *, seed: int = 0, drift: float = 0.0) -> pd.DataFram
         }
     )
     # Realistic gaps: a few missing values in several columns.
-    for column, rate in {"tenure_months": 0.02, "usage_gb": 0.05, "region": 0.03, "contract_type": 0.01}.items():
+    for column, rate in {
+        "tenure_months": 0.02,
+        "usage_gb": 0.05,
+        "region": 0.03,
+        "contract_type": 0.01,
+    }.items():
         mask = rng.random(n) < rate
         frame[column] = frame[column].astype(object).where(~mask, None)
     return frame

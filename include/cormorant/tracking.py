@@ -33,8 +33,9 @@ def ensure_experiment(spec: ModelSpec, settings: Settings) -> str:
         return found.experiment_id
     try:
         location = f"{settings.mlflow_artifact_uri.rstrip('/')}/{spec.name}"
-        return client.create_experiment(spec.experiment_name, artifact_location=location,
-                                        tags={"cormorant.spec": spec.name})
+        return client.create_experiment(
+            spec.experiment_name, artifact_location=location, tags={"cormorant.spec": spec.name}
+        )
     except MlflowException:  # created concurrently by another trial
         found = client.get_experiment_by_name(spec.experiment_name)
         if found is None:
@@ -42,16 +43,27 @@ def ensure_experiment(spec: ModelSpec, settings: Settings) -> str:
         return found.experiment_id
 
 
-def start_sweep_run(spec: ModelSpec, settings: Settings, *, end_partition: str, sweep_key: str,
-                    tags: dict[str, str] | None = None) -> str:
+def start_sweep_run(
+    spec: ModelSpec,
+    settings: Settings,
+    *,
+    end_partition: str,
+    sweep_key: str,
+    tags: dict[str, str] | None = None,
+) -> str:
     """Create the sweep's parent run; every trial logs a child run under it."""
     from mlflow import MlflowClient
 
     experiment_id = ensure_experiment(spec, settings)
     run = MlflowClient().create_run(
-        experiment_id, run_name=f"sweep {end_partition}",
-        tags={"cormorant.spec": spec.name, "cormorant.sweep_key": sweep_key, "cormorant.role": "sweep",
-              **(tags or {})},
+        experiment_id,
+        run_name=f"sweep {end_partition}",
+        tags={
+            "cormorant.spec": spec.name,
+            "cormorant.sweep_key": sweep_key,
+            "cormorant.role": "sweep",
+            **(tags or {}),
+        },
     )
     return run.info.run_id
 

@@ -69,10 +69,20 @@ def cross_validate(spec: ModelSpec, trial: Trial, frame: Any, device: str) -> li
     for train_idx, test_idx in cv_splits(y, trial.folds, trial.seed, stratified=spec.is_classification):
         train, test = frame.iloc[train_idx], frame.iloc[test_idx]
         pre = FittedPreprocessor(spec, train)
-        model = families.fit(trial.family, pre.transform(train), y[train_idx], trial.params,
-                             classification=spec.is_classification, seed=trial.seed, device=device)
-        scores.append(compute_metric(spec.training.metric, y[test_idx],
-                                     families.predict_score(model, pre.transform(test))))
+        model = families.fit(
+            trial.family,
+            pre.transform(train),
+            y[train_idx],
+            trial.params,
+            classification=spec.is_classification,
+            seed=trial.seed,
+            device=device,
+        )
+        scores.append(
+            compute_metric(
+                spec.training.metric, y[test_idx], families.predict_score(model, pre.transform(test))
+            )
+        )
     return scores
 
 
@@ -95,15 +105,30 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
     holdout = load_frames(spec, lake, trial.holdout_partitions)
     experiment_id = ensure_experiment(spec, settings)
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{trial.trial_id}",
-                          parent_run_id=trial.parent_run_id, nested=trial.parent_run_id is not None,
-                          tags={"cormorant.spec": spec.name, "cormorant.family": trial.family,
-                                "cormorant.trial_id": trial.trial_id, "cormorant.sweep_key": trial.sweep_key,
-                                "cormorant.spec_fingerprint": spec.fingerprint,
-                                "cormorant.trainer_version": __version__, "cormorant.device": device}) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"{trial.trial_id}",
+        parent_run_id=trial.parent_run_id,
+        nested=trial.parent_run_id is not None,
+        tags={
+            "cormorant.spec": spec.name,
+            "cormorant.family": trial.family,
+            "cormorant.trial_id": trial.trial_id,
+            "cormorant.sweep_key": trial.sweep_key,
+            "cormorant.spec_fingerprint": spec.fingerprint,
+            "cormorant.trainer_version": __version__,
+            "cormorant.device": device,
+        },
+    ) as run:
         mlflow.log_params({**trial.params, "family": trial.family, "folds": trial.folds, "seed": trial.seed})
-        mlflow.log_dict({"train": trial.train_partitions, "holdout": trial.holdout_partitions,
-                         "manifest_hashes": trial.manifest_hashes}, "inputs.json")
+        mlflow.log_dict(
+            {
+                "train": trial.train_partitions,
+                "holdout": trial.holdout_partitions,
+                "manifest_hashes": trial.manifest_hashes,
+            },
+            "inputs.json",
+        )
         cv_started = time.monotonic()
         fold_scores = cross_validate(spec, trial, train, device)
         metric = spec.training.metric
@@ -115,33 +140,67 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         pre = FittedPreprocessor(spec, train)
         y_train = target_vector(train, spec)
         X_train = pre.transform(train)
-        fitted = families.fit(trial.family, X_train, y_train, trial.params,
-                              classification=spec.is_classification, seed=trial.seed, device=device)
+        fitted = families.fit(
+            trial.family,
+            X_train,
+            y_train,
+            trial.params,
+            classification=spec.is_classification,
+            seed=trial.seed,
+            device=device,
+        )
         onnx_model = export_model(pre, fitted, spec, X_train.shape[1])
         session = onnx_session(onnx_model)
         holdout_scores = onnx_scores(session, onnx_feed(holdout, spec))
         native = families.predict_score(fitted, pre.transform(holdout))
         parity = float(np.max(np.abs(holdout_scores - native))) if len(native) else 0.0
         if parity > PARITY_TOLERANCE:
-            raise RuntimeError(f"ONNX export of {trial.family} differs from the native model by {parity:.2e} "
-                               f"(> {PARITY_TOLERANCE}) on the holdout")
+            raise RuntimeError(
+                f"ONNX export of {trial.family} differs from the native model by {parity:.2e} "
+                f"(> {PARITY_TOLERANCE}) on the holdout"
+            )
         holdout_metric = compute_metric(metric, target_vector(holdout, spec), holdout_scores)
         train_scores = onnx_scores(session, onnx_feed(train, spec))
-        mlflow.log_metrics({f"cv_{metric}_mean": cv_mean, f"cv_{metric}_std": cv_std,
-                            f"holdout_{metric}": holdout_metric, "onnx_parity_max_abs_diff": parity,
-                            "cv_seconds": cv_seconds, "train_rows": len(train), "holdout_rows": len(holdout)})
+        mlflow.log_metrics(
+            {
+                f"cv_{metric}_mean": cv_mean,
+                f"cv_{metric}_std": cv_std,
+                f"holdout_{metric}": holdout_metric,
+                "onnx_parity_max_abs_diff": parity,
+                "cv_seconds": cv_seconds,
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+            }
+        )
         mlflow.log_dict(build_reference(train, train_scores, spec), "reference.json")
         info = mlflow.onnx.log_model(onnx_model, name="model")
         seconds = time.monotonic() - started
         mlflow.log_metric("trial_seconds", seconds)
     result = {
-        "trial_id": trial.trial_id, "family": trial.family, "params": trial.params, "status": "ok",
-        "run_id": run.info.run_id, "model_uri": info.model_uri, "metric": metric,
-        "cv_mean": cv_mean, "cv_std": cv_std, "cv_folds": fold_scores, "holdout_metric": holdout_metric,
-        "onnx_parity": parity, "device": device, "seconds": round(seconds, 2),
+        "trial_id": trial.trial_id,
+        "family": trial.family,
+        "params": trial.params,
+        "status": "ok",
+        "run_id": run.info.run_id,
+        "model_uri": info.model_uri,
+        "metric": metric,
+        "cv_mean": cv_mean,
+        "cv_std": cv_std,
+        "cv_folds": fold_scores,
+        "holdout_metric": holdout_metric,
+        "onnx_parity": parity,
+        "device": device,
+        "seconds": round(seconds, 2),
     }
-    log.info("trial %s: cv %s %.4f ± %.4f, holdout %.4f (%.1fs)", trial.trial_id, metric, cv_mean, cv_std,
-             holdout_metric, seconds)
+    log.info(
+        "trial %s: cv %s %.4f ± %.4f, holdout %.4f (%.1fs)",
+        trial.trial_id,
+        metric,
+        cv_mean,
+        cv_std,
+        holdout_metric,
+        seconds,
+    )
     return result
 
 
@@ -151,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trial", required=True, help="the trial as JSON, or @FILE to read it from a file")
     parser.add_argument("--output", type=Path, help="where to write the result JSON (default: stdout)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     raw = Path(args.trial[1:]).read_text() if args.trial.startswith("@") else args.trial
     trial = Trial.from_dict(json.loads(raw))
     result = run_trial(load_spec(args.spec), trial, Settings.from_env())
@@ -166,4 +226,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -24,7 +24,9 @@ class DataValidationError(ValueError):
 
     def __init__(self, result: ValidationResult):
         self.result = result
-        lines = [f"- {f['expectation']} on {f['column'] or 'the table'}: {f['detail']}" for f in result.failures]
+        lines = [
+            f"- {f['expectation']} on {f['column'] or 'the table'}: {f['detail']}" for f in result.failures
+        ]
         super().__init__(
             f"spec {result.spec!r}, partition {result.partition}: {len(result.failures)} of "
             f"{result.evaluated} expectations failed\n" + "\n".join(lines)
@@ -56,14 +58,19 @@ def build_expectations(spec: ModelSpec) -> list[Any]:
         expectations.append(gxe.ExpectColumnToExist(column=column))
     for column in spec.required_columns:
         rule = rules.columns.get(column)
-        max_null = rule.max_null_fraction if rule and rule.max_null_fraction is not None else (
-            rules.default_max_null_fraction
+        max_null = (
+            rule.max_null_fraction
+            if rule and rule.max_null_fraction is not None
+            else (rules.default_max_null_fraction)
         )
         if max_null < 1:
-            expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=round(1 - max_null, 6)))
+            expectations.append(
+                gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=round(1 - max_null, 6))
+            )
         if rule and (rule.min is not None or rule.max is not None):
-            expectations.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min,
-                                                                  max_value=rule.max))
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min, max_value=rule.max)
+            )
         if rule and rule.allowed_values is not None:
             expectations.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=rule.allowed_values))
     return expectations
@@ -82,25 +89,31 @@ def _detail(result: Any) -> str:
         parts.append(f"{r['unexpected_percent']:.1f}% unexpected")
     if r.get("partial_unexpected_list"):
         parts.append(f"e.g. {r['partial_unexpected_list'][:5]!r}")
-    kwargs = {k: v for k, v in result.expectation_config.kwargs.items()
-              if k in ("min_value", "max_value", "value_set", "mostly") and v is not None}
+    kwargs = {
+        k: v
+        for k, v in result.expectation_config.kwargs.items()
+        if k in ("min_value", "max_value", "value_set", "mostly") and v is not None
+    }
     if kwargs:
         parts.append(f"expected {kwargs}")
     return "; ".join(parts) or "failed"
 
 
-def validate_frame(frame: pd.DataFrame, spec: ModelSpec, *, partition: str, content_hash: str = "") -> ValidationResult:
+def validate_frame(
+    frame: pd.DataFrame, spec: ModelSpec, *, partition: str, content_hash: str = ""
+) -> ValidationResult:
     """Run the spec's suite over ``frame`` and return every outcome (this never raises on bad data)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas(name=f"cormorant_{spec.name}")
     asset = source.add_dataframe_asset(name="partition")
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
+    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
+        batch_parameters={"dataframe": frame}
+    )
     suite = gx.ExpectationSuite(name=f"{spec.name}_suite")
     for expectation in build_expectations(spec):
         suite.add_expectation(expectation)
@@ -127,7 +140,9 @@ def validate_frame(frame: pd.DataFrame, spec: ModelSpec, *, partition: str, cont
         failures=failures,
         expectations=evaluated,
     )
-    log.info("validation %s/%s: %d expectations, %d failed", spec.name, partition, len(evaluated), len(failures))
+    log.info(
+        "validation %s/%s: %d expectations, %d failed", spec.name, partition, len(evaluated), len(failures)
+    )
     return result
 
 

@@ -43,9 +43,7 @@ def build_extract_query(spec: ModelSpec, placeholder: str = "?") -> str:
     source = spec.source
     relation = source.table or f"({source.sql}) AS cormorant_source"
     col = source.partition_column
-    return (
-        f"SELECT * FROM {relation} WHERE {col} >= {placeholder} AND {col} < {placeholder} ORDER BY {col}"
-    )
+    return f"SELECT * FROM {relation} WHERE {col} >= {placeholder} AND {col} < {placeholder} ORDER BY {col}"
 
 
 def spec_types(spec: ModelSpec) -> dict[str, pa.DataType]:
@@ -118,8 +116,10 @@ def extract_partition(
         columns = [d[0] for d in cursor.description]
         batches = _batches(cursor, columns, types, batch_size)
         first = next(batches, None)
-        schema = first.schema if first is not None else pa.schema(
-            [(c, types.get(c, pa.string())) for c in columns]
+        schema = (
+            first.schema
+            if first is not None
+            else pa.schema([(c, types.get(c, pa.string())) for c in columns])
         )
         began, last_report, rows = time.monotonic(), time.monotonic(), 0
 
@@ -146,6 +146,11 @@ def extract_partition(
     finally:
         conn.close()
     elapsed = max(time.monotonic() - began, 1e-9)
-    log.info("extract %s: %d rows in %.1fs (%.0f rows/s)", partition, manifest.row_count, elapsed,
-             manifest.row_count / elapsed)
+    log.info(
+        "extract %s: %d rows in %.1fs (%.0f rows/s)",
+        partition,
+        manifest.row_count,
+        elapsed,
+        manifest.row_count / elapsed,
+    )
     return manifest

@@ -11,5 +11,6 @@ def spec_asset(spec_name: str, stage: str) -> Asset:
     """``cormorant://<spec>/<stage>``: raw partitions landed, validated, model registered, ..."""
     if stage not in STAGES:
         raise ValueError(f"unknown asset stage {stage!r}; expected one of {STAGES}")
-    return Asset(name=f"cormorant.{spec_name}.{stage}", uri=f"cormorant://{spec_name}/{stage}",
-                 group="cormorant")
+    return Asset(
+        name=f"cormorant.{spec_name}.{stage}", uri=f"cormorant://{spec_name}/{stage}", group="cormorant"
+    )

@@ -34,12 +34,19 @@ class InvalidSpecDag(DAG):
 
 
 def _partition_param() -> Param:
-    return Param(None, type=["null", "string"], format="date", title="Partition date",
-                 description="The lake partition (YYYY-MM-DD) to process. Empty: the partitions named by the "
-                             "triggering asset events, else the run's data interval start.")
+    return Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        title="Partition date",
+        description="The lake partition (YYYY-MM-DD) to process. Empty: the partitions named by the "
+        "triggering asset events, else the run's data interval start.",
+    )
 
 
-def _dag(spec: ModelSpec, spec_path: Path, stage: str, schedule: Any, params: dict[str, Param], doc: str) -> DAG:
+def _dag(
+    spec: ModelSpec, spec_path: Path, stage: str, schedule: Any, params: dict[str, Param], doc: str
+) -> DAG:
     return DAG(
         dag_id=f"{spec.name}__{stage}",
         description=f"{spec.name}: {doc.splitlines()[0]}",
@@ -50,8 +57,12 @@ def _dag(spec: ModelSpec, spec_path: Path, stage: str, schedule: Any, params: di
         max_active_runs=1,
         tags=["cormorant", f"spec:{spec.name}", stage, *spec.tags],
         params={"partition_date": _partition_param(), **params},
-        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(minutes=2),
-                      "retry_exponential_backoff": True},
+        default_args={
+            "owner": spec.owner,
+            "retries": 2,
+            "retry_delay": timedelta(minutes=2),
+            "retry_exponential_backoff": True,
+        },
         render_template_as_native_obj=True,
     )
 
@@ -78,58 +89,125 @@ def build_spec_dags(spec: ModelSpec, spec_path: Path, *, trial_backend: str = "l
     from cormorant_provider.operators.validation import DataValidationOperator
 
     path = str(spec_path)
-    asset = {stage: spec_asset(spec.name, stage) for stage in ("raw", "validated", "model", "predictions",
-                                                               "retrain")}
+    asset = {
+        stage: spec_asset(spec.name, stage)
+        for stage in ("raw", "validated", "model", "predictions", "retrain")
+    }
     dags: dict[str, DAG] = {}
 
-    with _dag(spec, spec_path, "ingest", _cron(spec.schedules.ingest), {},
-              "Warehouse to lake: one Parquet partition per day, committed atomically.") as dag:
+    with _dag(
+        spec,
+        spec_path,
+        "ingest",
+        _cron(spec.schedules.ingest),
+        {},
+        "Warehouse to lake: one Parquet partition per day, committed atomically.",
+    ) as dag:
         WarehouseToLakeOperator(task_id="warehouse_to_lake", spec_path=path, outlets=[asset["raw"]])
     dags[dag.dag_id] = dag
 
-    with _dag(spec, spec_path, "validate", _asset_or_cron(spec, "validate", "raw"), {},
-              "Great Expectations gate: a failure stops the chain and names each failed expectation.") as dag:
+    with _dag(
+        spec,
+        spec_path,
+        "validate",
+        _asset_or_cron(spec, "validate", "raw"),
+        {},
+        "Great Expectations gate: a failure stops the chain and names each failed expectation.",
+    ) as dag:
         DataValidationOperator(task_id="validate_partition", spec_path=path, outlets=[asset["validated"]])
     dags[dag.dag_id] = dag
 
     families = list(spec.training.search_space)
     train_params = {
-        "window_days": Param(spec.training.window_days, type="integer", minimum=2, maximum=366,
-                             title="Window (days)", description="Days of partitions to train on, ending at "
-                             "the partition date; the last holdout_days are held out."),
-        "families": Param(families, type="array", minItems=1, uniqueItems=True,
-                          items={"type": "string", "enum": [f for f in FAMILIES if f in families]},
-                          title="Model families", description="Which of the spec's families to sweep."),
-        "max_trials_per_family": Param(spec.training.max_trials_per_family, type="integer", minimum=1,
-                                       maximum=100, title="Trials per family"),
+        "window_days": Param(
+            spec.training.window_days,
+            type="integer",
+            minimum=2,
+            maximum=366,
+            title="Window (days)",
+            description="Days of partitions to train on, ending at "
+            "the partition date; the last holdout_days are held out.",
+        ),
+        "families": Param(
+            families,
+            type="array",
+            minItems=1,
+            uniqueItems=True,
+            items={"type": "string", "enum": [f for f in FAMILIES if f in families]},
+            title="Model families",
+            description="Which of the spec's families to sweep.",
+        ),
+        "max_trials_per_family": Param(
+            spec.training.max_trials_per_family,
+            type="integer",
+            minimum=1,
+            maximum=100,
+            title="Trials per family",
+        ),
         "folds": Param(spec.training.folds, type="integer", minimum=2, maximum=20, title="CV folds"),
     }
-    with _dag(spec, spec_path, "train", _asset_or_cron(spec, "train", "retrain"), train_params,
-              "Sweep model families with k-fold CV, register the best as ONNX, promote it if it wins.") as dag:
+    with _dag(
+        spec,
+        spec_path,
+        "train",
+        _asset_or_cron(spec, "train", "retrain"),
+        train_params,
+        "Sweep model families with k-fold CV, register the best as ONNX, promote it if it wins.",
+    ) as dag:
         plan = SweepPlanOperator(task_id="plan_sweep", spec_path=path)
         trials = SweepTrialOperator.partial(
-            task_id="trial", spec_path=path, backend=trial_backend, retries=1,
+            task_id="trial",
+            spec_path=path,
+            backend=trial_backend,
             max_active_tis_per_dag=4,
         ).expand(trial=plan.output)
-        RegisterAndPromoteOperator(task_id="register_and_promote", spec_path=path, plan=plan.output["plan"],
-                                   results=trials.output, trigger_rule="all_done", outlets=[asset["model"]])
+        RegisterAndPromoteOperator(
+            task_id="register_and_promote",
+            spec_path=path,
+            plan=plan.output["plan"],
+            results=trials.output,
+            trigger_rule="all_done_min_one_success",
+            outlets=[asset["model"]],
+        )
     dags[dag.dag_id] = dag
 
     predict_params = {
-        "model_version": Param(None, type=["null", "string"], pattern="^[0-9]+$", title="Model version",
-                               description="A registered version to score with; empty: the champion."),
+        "model_version": Param(
+            None,
+            type=["null", "string"],
+            pattern="^[0-9]+$",
+            title="Model version",
+            description="A registered version to score with; empty: the champion.",
+        ),
     }
-    with _dag(spec, spec_path, "predict", _asset_or_cron(spec, "predict", "validated"), predict_params,
-              "Batch inference with ONNX Runtime; predictions carry the model version.") as dag:
-        BatchInferenceOperator(task_id="batch_inference", spec_path=path,
-                               model_version="{{ params.model_version }}", outlets=[asset["predictions"]])
+    with _dag(
+        spec,
+        spec_path,
+        "predict",
+        _asset_or_cron(spec, "predict", "validated"),
+        predict_params,
+        "Batch inference with ONNX Runtime; predictions carry the model version.",
+    ) as dag:
+        BatchInferenceOperator(
+            task_id="batch_inference",
+            spec_path=path,
+            model_version="{{ params.model_version }}",
+            outlets=[asset["predictions"]],
+        )
     dags[dag.dag_id] = dag
 
-    with _dag(spec, spec_path, "drift", _asset_or_cron(spec, "drift", "predictions"), {},
-              "Drift of features and predictions against the training reference (PSI, KS).") as dag:
+    with _dag(
+        spec,
+        spec_path,
+        "drift",
+        _asset_or_cron(spec, "drift", "predictions"),
+        {},
+        "Drift of features and predictions against the training reference (PSI, KS).",
+    ) as dag:
         check = DriftCheckOperator(task_id="drift_check", spec_path=path)
-        gate = ShortCircuitOperator(task_id="retraining_needed", python_callable=retraining_needed,
-                                    op_args=[check.output])
+        gate = ShortCircuitOperator(
+            task_id="retraining_needed", python_callable=retraining_needed, op_args=[check.output]
+        )
         gate >> EmptyOperator(task_id="signal_retraining", outlets=[asset["retrain"]])
     dags[dag.dag_id] = dag
     return dags

@@ -31,4 +31,8 @@ def resolve_partitions(context: Mapping[str, Any]) -> list[str]:
     start = context.get("data_interval_start") or context.get("logical_date")
     if start is None:
         raise ValueError("cannot tell which partition to process: pass the 'partition_date' param")
-    return [start.in_timezone("UTC").date().isoformat() if hasattr(start, "in_timezone") else start.date().isoformat()]
+    return [
+        start.in_timezone("UTC").date().isoformat()
+        if hasattr(start, "in_timezone")
+        else start.date().isoformat()
+    ]

@@ -38,7 +38,9 @@ class StageRun:
 class PipelineFailed(RuntimeError):
     def __init__(self, run: StageRun):
         self.run = run
-        super().__init__(f"{run.dag_id} for {run.partition} ended {run.state}; failed tasks: {run.failed_tasks}")
+        super().__init__(
+            f"{run.dag_id} for {run.partition} ended {run.state}; failed tasks: {run.failed_tasks}"
+        )
 
 
 class PipelineRunner:
@@ -57,13 +59,16 @@ class PipelineRunner:
             raise RuntimeError(f"DAG import errors: {bag.import_errors}")
         return cls(bag.dags, spec_name)
 
-    def run(self, stage: str, partition: str, conf: dict[str, Any] | None = None, *,
-            check: bool = True) -> StageRun:
+    def run(
+        self, stage: str, partition: str, conf: dict[str, Any] | None = None, *, check: bool = True
+    ) -> StageRun:
         dag = self.dags[f"{self.spec_name}__{stage}"]
         print(f"→ {dag.dag_id} for {partition} ...", end=" ", flush=True)
         dag_run = dag.test(run_conf={"partition_date": partition, **(conf or {})})
-        states = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
-                  for ti in dag_run.get_task_instances()}
+        states = {
+            ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
+            for ti in dag_run.get_task_instances()
+        }
         states.update({k.split("[")[0]: v for k, v in states.items() if "[" not in k})
         run = StageRun(dag.dag_id, partition, str(dag_run.state), states)
         print(run.state, flush=True)

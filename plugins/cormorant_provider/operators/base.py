@@ -58,8 +58,13 @@ class CormorantOperator(BaseOperator):
     @staticmethod
     def lineage(context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "try_number": ti.try_number,
-                "map_index": ti.map_index}
+        return {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "try_number": ti.try_number,
+            "map_index": ti.map_index,
+        }
 
     def emit(self, context: Context, **extra: Any) -> None:
         """Attach ``extra`` (references only) to the events of this task's outlet assets."""

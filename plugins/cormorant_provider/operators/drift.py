@@ -25,10 +25,19 @@ class DriftCheckOperator(CormorantOperator):
         verdicts = []
         for partition in self.partitions(context):
             report = check_partition(self.spec, self.lake, partition, self.settings)
-            self.log.info("Drift %s: %s; drifted features %s; report %s", partition, report["verdict"],
-                          report["drifted_features"] or "none", report["html_uri"])
-            verdicts.append({k: report[k] for k in ("partition", "verdict", "retrain", "drifted_features",
-                                                    "report_uri", "html_uri")})
+            self.log.info(
+                "Drift %s: %s; drifted features %s; report %s",
+                partition,
+                report["verdict"],
+                report["drifted_features"] or "none",
+                report["html_uri"],
+            )
+            verdicts.append(
+                {
+                    k: report[k]
+                    for k in ("partition", "verdict", "retrain", "drifted_features", "report_uri", "html_uri")
+                }
+            )
         return verdicts
 
 

@@ -41,11 +41,25 @@ class WarehouseToLakeOperator(CormorantOperator):
 
         refs = []
         for partition in self.partitions(context):
-            manifest = extract_partition(self.hook.get_conn, self.spec, partition, self.lake,
-                                         placeholder=self.hook.placeholder, batch_size=self.batch_size,
-                                         lineage=self.lineage(context))
-            self.log.info("Committed %s/ds=%s: %d rows", raw_dataset(self.spec), partition, manifest.row_count)
-            refs.append({"partition": partition, "rows": manifest.row_count, "content_hash": manifest.content_hash,
-                         "uri": self.lake.uri(self.lake.partition_key(raw_dataset(self.spec), partition))})
+            manifest = extract_partition(
+                self.hook.get_conn,
+                self.spec,
+                partition,
+                self.lake,
+                placeholder=self.hook.placeholder,
+                batch_size=self.batch_size,
+                lineage=self.lineage(context),
+            )
+            self.log.info(
+                "Committed %s/ds=%s: %d rows", raw_dataset(self.spec), partition, manifest.row_count
+            )
+            refs.append(
+                {
+                    "partition": partition,
+                    "rows": manifest.row_count,
+                    "content_hash": manifest.content_hash,
+                    "uri": self.lake.uri(self.lake.partition_key(raw_dataset(self.spec), partition)),
+                }
+            )
         self.emit(context, partitions=[r["partition"] for r in refs])
         return refs

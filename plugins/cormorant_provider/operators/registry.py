@@ -41,9 +41,21 @@ class RegisterAndPromoteOperator(CormorantOperator):
         except ValueError as e:  # no trial succeeded
             raise AirflowFailException(str(e)) from e
         finish_sweep_run(self.settings, self.plan["parent_run_id"], summary)
-        self.log.info("Best trial %s (%s): cv %s %.4f ± %.4f; version %s %s (%s)", summary["best_trial"],
-                      summary["family"], summary["metric"], summary["cv_mean"], summary["cv_std"],
-                      summary["version"], "PROMOTED" if summary["promoted"] else "not promoted", summary["reason"])
-        self.emit(context, partitions=[self.plan["end_partition"]], version=summary["version"],
-                  champion_version=summary["champion_version"])
+        self.log.info(
+            "Best trial %s (%s): cv %s %.4f ± %.4f; version %s %s (%s)",
+            summary["best_trial"],
+            summary["family"],
+            summary["metric"],
+            summary["cv_mean"],
+            summary["cv_std"],
+            summary["version"],
+            "PROMOTED" if summary["promoted"] else "not promoted",
+            summary["reason"],
+        )
+        self.emit(
+            context,
+            partitions=[self.plan["end_partition"]],
+            version=summary["version"],
+            champion_version=summary["champion_version"],
+        )
         return summary

@@ -42,20 +42,36 @@ class SweepPlanOperator(CormorantOperator):
         params = context["params"]
         end = max(self.partitions(context))
         try:
-            plan = plan_sweep(self.spec, self.lake, end, window_days=params.get("window_days"),
-                              families=params.get("families"),
-                              max_trials_per_family=params.get("max_trials_per_family"),
-                              folds=params.get("folds"))
+            plan = plan_sweep(
+                self.spec,
+                self.lake,
+                end,
+                window_days=params.get("window_days"),
+                families=params.get("families"),
+                max_trials_per_family=params.get("max_trials_per_family"),
+                folds=params.get("folds"),
+            )
         except SweepNotReady as e:
             raise AirflowFailException(str(e)) from e
-        parent = start_sweep_run(self.spec, self.settings, end_partition=end, sweep_key=plan["sweep_key"],
-                                 tags={"airflow.run_id": context["ti"].run_id})
+        parent = start_sweep_run(
+            self.spec,
+            self.settings,
+            end_partition=end,
+            sweep_key=plan["sweep_key"],
+            tags={"airflow.run_id": context["ti"].run_id},
+        )
         for trial in plan["trials"]:
             trial["parent_run_id"] = parent
         trials = plan.pop("trials")
         context["ti"].xcom_push(key="plan", value={**plan, "end_partition": end, "parent_run_id": parent})
-        self.log.info("Sweep %s: %d trials; window %s, holdout %s, parent run %s", plan["sweep_key"],
-                      len(trials), plan["train_partitions"], plan["holdout_partitions"], parent)
+        self.log.info(
+            "Sweep %s: %d trials; window %s, holdout %s, parent run %s",
+            plan["sweep_key"],
+            len(trials),
+            plan["train_partitions"],
+            plan["holdout_partitions"],
+            parent,
+        )
         return trials
 
 
@@ -70,8 +86,9 @@ class SweepTrialOperator(CormorantOperator):
     template_fields: Sequence[str] = (*CormorantOperator.template_fields, "trial")
     ui_color = "#d5f5e3"
 
-    def __init__(self, *, trial: dict[str, Any] | Any, backend: str = "local", timeout_s: int = 3600,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, trial: dict[str, Any] | Any, backend: str = "local", timeout_s: int = 3600, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if backend not in TRIAL_BACKENDS:
             raise ValueError(f"trial backend {backend!r} is not available; expected one of {TRIAL_BACKENDS}")
@@ -82,19 +99,33 @@ class SweepTrialOperator(CormorantOperator):
 
     def trainer_command(self, output: Path) -> list[str]:
         """The trainer CLI invocation; the same arguments a pod runs."""
-        return [sys.executable, "-m", "cormorant.trainer", "--spec", str(self.spec_path),
-                "--trial", json.dumps(self.trial, sort_keys=True), "--output", str(output)]
+        return [
+            sys.executable,
+            "-m",
+            "cormorant.trainer",
+            "--spec",
+            str(self.spec_path),
+            "--trial",
+            json.dumps(self.trial, sort_keys=True),
+            "--output",
+            str(output),
+        ]
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
 
         with tempfile.TemporaryDirectory(prefix="cormorant-trial-") as tmp:
             output = Path(tmp) / "result.json"
-            self.log.info("Trial %s (%s) via the %s backend", self.trial["trial_id"], self.trial["family"],
-                          self.backend)
-            self._process = subprocess.Popen(self.trainer_command(output), env=os.environ.copy(),
-                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
+            self.log.info(
+                "Trial %s (%s) via the %s backend", self.trial["trial_id"], self.trial["family"], self.backend
+            )
+            self._process = subprocess.Popen(
+                self.trainer_command(output),
+                env=os.environ.copy(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             assert self._process.stdout is not None
             for line in self._process.stdout:
                 self.log.info("%s", line.decode(errors="replace").rstrip())

@@ -32,8 +32,13 @@ class DataValidationOperator(CormorantOperator):
             frame = self.lake.read(raw_dataset(self.spec), partition).to_pandas()
             result = validate_frame(frame, self.spec, partition=partition, content_hash=manifest.content_hash)
             uri = self.lake.write_json(validation_report_key(self.spec, partition), result.to_dict())
-            self.log.info("Validation of %s: %s (%d expectations); report at %s", partition,
-                          "passed" if result.success else "FAILED", result.evaluated, uri)
+            self.log.info(
+                "Validation of %s: %s (%d expectations); report at %s",
+                partition,
+                "passed" if result.success else "FAILED",
+                result.evaluated,
+                uri,
+            )
             refs.append({"partition": partition, "success": result.success, "report_uri": uri})
             if not result.success:
                 failed.append(DataValidationError(result))

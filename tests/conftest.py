@@ -1,0 +1,51 @@
+"""Test session setup: an embedded Cormorant environment in a temporary folder.
+
+The environment is set before anything imports Airflow, so every test (and every subprocess a test
+starts) uses its own SQLite metadata database, warehouse, lake and MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+
+from cormorant.config import embedded_environment  # noqa: E402
+
+HOME = Path(tempfile.mkdtemp(prefix="cormorant-tests-"))
+(HOME / "airflow").mkdir()
+os.environ.update(embedded_environment(HOME))
+EXAMPLE_SPEC = ROOT / "include" / "specs" / "churn.yaml"
+
+
+@pytest.fixture(scope="session")
+def example_spec():
+    from cormorant.spec import load_spec
+
+    return load_spec(EXAMPLE_SPEC)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """An initialised Airflow metadata database (SQLite) for dag.test() runs."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+    return HOME
+
+
+@pytest.fixture
+def lake(tmp_path):
+    from cormorant.lake import Lake
+
+    return Lake(tmp_path / "lake")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(HOME, ignore_errors=True)

@@ -1,0 +1,176 @@
+"""DAG integrity: imports, tags, retries, schedules, params, and cheap parsing."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cormorant.config import PROJECT_ROOT
+
+DAGS = PROJECT_ROOT / "dags"
+STAGES = ("ingest", "validate", "train", "predict", "drift")
+HEAVY = {
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "torch",
+    "xgboost",
+    "sklearn",
+    "scipy",
+    "mlflow",
+    "great_expectations",
+    "onnx",
+    "onnxruntime",
+    "onnxmltools",
+    "skl2onnx",
+    "matplotlib",
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(DAGS))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_every_spec_has_its_five_dags(dagbag):
+    assert {f"churn__{s}" for s in STAGES} <= set(dagbag.dag_ids)
+
+
+def test_dags_have_tags_retries_and_a_nightly_cron(dagbag):
+    for dag in dagbag.dags.values():
+        assert "cormorant" in dag.tags and f"spec:{dag.dag_id.split('__')[0]}" in dag.tags, dag.dag_id
+        assert dag.catchup is False
+        assert dag.start_date.tzinfo is not None
+        assert dag.doc_md
+        for task in dag.tasks:
+            assert task.retries >= 2, f"{dag.dag_id}.{task.task_id} has retries={task.retries}"
+        cron = getattr(dag.timetable, "timetable", dag.timetable)
+        assert len(cron.expression.split()) == 5 and cron.expression.endswith("* * *"), dag.dag_id
+
+
+def test_assets_chain_the_stages(dagbag):
+    def outlets(dag_id):
+        return {o.uri for t in dagbag.dags[dag_id].tasks for o in t.outlets}
+
+    assert outlets("churn__ingest") == {"cormorant://churn/raw"}
+    assert outlets("churn__validate") == {"cormorant://churn/validated"}
+    assert outlets("churn__predict") == {"cormorant://churn/predictions"}
+    assert outlets("churn__drift") == {"cormorant://churn/retrain"}
+    assert outlets("churn__train") == {"cormorant://churn/model"}
+    for dag_id, upstream in [
+        ("churn__validate", "raw"),
+        ("churn__predict", "validated"),
+        ("churn__drift", "predictions"),
+        ("churn__train", "retrain"),
+    ]:
+        assert f"cormorant://churn/{upstream}" in str(dagbag.dags[dag_id].timetable.asset_condition), dag_id
+
+
+def _validate_with(params, name, value):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    trial = ParamsDict(params)
+    trial[name] = value
+    trial.validate()
+
+
+def test_params_are_typed_and_validated(dagbag):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    train = dagbag.dags["churn__train"]
+    params = ParamsDict(train.params)
+    params.validate()
+    for name, bad in [
+        ("window_days", "seven"),
+        ("window_days", 0),
+        ("families", ["forest"]),
+        ("folds", 50),
+        ("partition_date", "yesterday"),
+    ]:
+        with pytest.raises(ParamValidationError, match=name):
+            _validate_with(train.params, name, bad)
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_heavy_library_at_module_level_of_dag_or_plugin_files():
+    files = [*DAGS.rglob("*.py"), *(PROJECT_ROOT / "plugins").rglob("*.py")]
+    assert files
+    offenders = {str(f.relative_to(PROJECT_ROOT)): sorted(_module_level_imports(f) & HEAVY) for f in files}
+    assert {f: h for f, h in offenders.items() if h} == {}
+
+
+def test_parsing_the_dag_file_is_fast_and_imports_nothing_heavy():
+    probe = f"""
+import json, sys, time
+import airflow.sdk  # Airflow itself is loaded by every parser process already
+from airflow.dag_processing.dagbag import DagBag
+before = set(sys.modules)
+started = time.perf_counter()
+bag = DagBag({str(DAGS)!r})
+elapsed = time.perf_counter() - started
+heavy = sorted({{m.split('.')[0] for m in set(sys.modules) - before}} & set({sorted(HEAVY)!r}))
+errors = list(bag.import_errors)
+print(json.dumps({{"seconds": elapsed, "heavy": heavy, "dags": len(bag.dags), "errors": errors}}))
+"""
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=os.environ.copy()
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    result = json.loads(out)
+    assert result["errors"] == []
+    assert result["dags"] >= 5
+    assert result["heavy"] == []
+    assert result["seconds"] < 1.0, f"parsing took {result['seconds']:.2f}s"
+
+
+def test_malformed_spec_is_an_import_error_naming_file_and_field(tmp_path):
+    (tmp_path / "churn.yaml").write_text((PROJECT_ROOT / "include" / "specs" / "churn.yaml").read_text())
+    (tmp_path / "fraud.yaml").write_text(
+        (PROJECT_ROOT / "include" / "specs" / "churn.yaml")
+        .read_text()
+        .replace("name: churn", "name: fraud")
+        .replace("metric: roc_auc", "metric: accuracy_score")
+    )
+    probe = f"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag({str(DAGS)!r})
+print(json.dumps({{"dags": sorted(bag.dag_ids), "errors": bag.import_errors}}))
+"""
+    env = {**os.environ, "CORMORANT_SPECS_DIR": str(tmp_path)}
+    out = (
+        subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    result = json.loads(out)
+    assert [d for d in result["dags"] if d.startswith("churn__")] == sorted(f"churn__{s}" for s in STAGES)
+    assert not [d for d in result["dags"] if "fraud" in d]
+    (error,) = result["errors"].values()
+    assert "fraud.yaml" in error and "training.metric 'accuracy_score'" in error

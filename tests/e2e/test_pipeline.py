@@ -1,0 +1,174 @@
+"""The whole chain on the embedded default, run with dag.test() for real: SQLite warehouse, local
+lake, MLflow SQLite store, trials as local subprocesses."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from cormorant.config import PROJECT_ROOT, Settings
+from cormorant.inference import predictions_dataset
+from cormorant.lake import Lake
+from cormorant.synthetic import rows_for_day, seed_sqlite
+from cormorant.validation import validation_report_key
+from cormorant.warehouse import raw_dataset
+
+pytestmark = pytest.mark.e2e
+
+DAYS = [date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3), date(2024, 3, 4)]
+D1, D2, D3, D4 = (d.isoformat() for d in DAYS)
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def runner(airflow_db, settings):
+    from cormorant_provider.pipeline import PipelineRunner
+
+    seed_sqlite(settings.home / "warehouse.db", DAYS)
+    runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name="churn")
+    for day in (D1, D2):
+        runner.run("ingest", day)
+        runner.run("validate", day)
+    runner.run("train", D2)
+    runner.run("predict", D2)
+    runner.run("drift", D2)
+    return runner
+
+
+@pytest.fixture(scope="module")
+def lake(settings):
+    return Lake(settings.lake_uri)
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    from mlflow import MlflowClient
+
+    from cormorant.tracking import configure
+
+    configure(settings)
+    return MlflowClient()
+
+
+def test_partitions_hold_the_generators_rows(runner, lake, example_spec):
+    for day in DAYS[:2]:
+        assert lake.require(raw_dataset(example_spec), day.isoformat()).row_count == rows_for_day(day)
+
+
+def test_rerun_of_ingest_replaces_the_partition_exactly(runner, lake, example_spec):
+    before = lake.require(raw_dataset(example_spec), D1)
+    runner.run("ingest", D1)
+    after = lake.require(raw_dataset(example_spec), D1)
+    assert (after.row_count, after.content_hash) == (before.row_count, before.content_hash)
+    assert after.lineage["run_id"] != before.lineage["run_id"]
+    runner.run("validate", D1)
+
+
+def test_validation_result_is_recorded_per_partition(runner, lake, example_spec):
+    for day in (D1, D2):
+        report = lake.read_json(validation_report_key(example_spec, day))
+        assert report["success"] is True
+        assert report["content_hash"] == lake.require(raw_dataset(example_spec), day).content_hash
+
+
+def test_every_trial_is_an_mlflow_child_run_of_the_sweep(runner, client, example_spec):
+    experiment = client.get_experiment_by_name(example_spec.experiment_name)
+    trials = client.search_runs([experiment.experiment_id], "tags.`cormorant.trial_id` != ''")
+    assert len(trials) == 4  # linear x2, xgboost x1, mlp x1 in the example spec
+    assert {t.data.tags["cormorant.family"] for t in trials} == {"linear", "xgboost", "mlp"}
+    parents = {t.data.tags.get("mlflow.parentRunId") for t in trials}
+    assert len(parents) == 1 and None not in parents
+    for t in trials:
+        assert t.info.status == "FINISHED"
+        assert 0.5 < t.data.metrics["cv_roc_auc_mean"] <= 1.0
+        assert t.data.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+        history = client.get_metric_history(t.info.run_id, "cv_roc_auc")
+        assert len(history) == example_spec.training.folds
+
+
+def test_registered_version_holds_the_champion_alias(runner, client, example_spec):
+    champion = client.get_model_version_by_alias(example_spec.registered_model_name, "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["cormorant.promotion"].startswith("promoted: no champion yet")
+    assert float(champion.tags["holdout_roc_auc"]) > 0.6
+
+
+def test_predictions_cover_every_input_row_with_the_model_version(runner, lake, example_spec):
+    raw = lake.require(raw_dataset(example_spec), D2)
+    predictions = lake.read(predictions_dataset(example_spec), D2)
+    assert predictions.num_rows == raw.row_count
+    assert set(predictions.column("model_version").to_pylist()) == {"1"}
+    assert (
+        predictions.column("customer_id").to_pylist()
+        == lake.read(raw_dataset(example_spec), D2, columns=["customer_id"]).column("customer_id").to_pylist()
+    )
+    scores = predictions.column("score").to_pylist()
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_drift_report_has_a_verdict_and_a_readable_page(runner, lake, example_spec):
+    report = lake.read_json(f"{example_spec.name}/reports/drift/ds={D2}/report.json")
+    assert report["verdict"] in {"stable", "drift"}
+    assert report["model"]["version"] == "1"
+    assert set(report["features"]) == set(example_spec.feature_columns)
+    html = Path(report["html_uri"].removeprefix("file://")).read_text()
+    assert "Verdict" in html and D2 in html
+    assert Path(report["html_uri"].removeprefix("file://")).with_name("psi.png").stat().st_size > 1000
+
+
+def _versions(client, spec) -> list[str]:
+    return sorted(
+        str(v.version) for v in client.search_model_versions(f"name = '{spec.registered_model_name}'")
+    )
+
+
+def test_feature_full_of_nulls_stops_at_validation_and_promotes_nothing(
+    runner, lake, client, example_spec, settings
+):
+    versions = _versions(client, example_spec)
+    with sqlite3.connect(settings.home / "warehouse.db") as conn:
+        conn.execute(
+            "UPDATE customer_activity SET usage_gb = NULL WHERE event_ts >= ? AND event_ts < ?",
+            (f"{D3} 00:00:00", f"{D4} 00:00:00"),
+        )
+    runner.run("ingest", D3)
+    validate = runner.run("validate", D3, check=False)
+    assert validate.state == "failed"
+    report = lake.read_json(validation_report_key(example_spec, D3))
+    assert {(f["expectation"], f["column"]) for f in report["failures"]} == {
+        ("expect_column_values_to_not_be_null", "usage_gb")
+    }
+    train = runner.run("train", D3, check=False)
+    assert train.state == "failed" and "plan_sweep" in train.failed_tasks
+    assert _versions(client, example_spec) == versions
+    assert (
+        str(client.get_model_version_by_alias(example_spec.registered_model_name, "champion").version) == "1"
+    )
+
+
+def test_dropped_column_stops_at_validation_and_promotes_nothing(
+    runner, lake, client, example_spec, settings
+):
+    versions = _versions(client, example_spec)
+    with sqlite3.connect(settings.home / "warehouse.db") as conn:
+        conn.execute("ALTER TABLE customer_activity DROP COLUMN region")
+    runner.run("ingest", D4)
+    assert runner.run("validate", D4, check=False).state == "failed"
+    report = lake.read_json(validation_report_key(example_spec, D4))
+    assert ("expect_column_to_exist", "region") in {
+        (f["expectation"], f["column"]) for f in report["failures"]
+    }
+    assert runner.run("train", D4, check=False).state == "failed"
+    assert _versions(client, example_spec) == versions
+    assert lake.manifest(predictions_dataset(example_spec), D4) is None
+    summary = runner.summary()
+    assert json.dumps(summary)  # the summary is plain data
+    assert [p["validation"] for p in summary["partitions"]] == ["passed", "passed", "failed", "failed"]

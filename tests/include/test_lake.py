@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from cormorant.lake import MANIFEST, Lake, PartitionNotFound
+
+SCHEMA = pa.schema([("id", pa.int64()), ("value", pa.float64())])
+
+
+def _batches(n: int, start: int = 0, size: int = 10):
+    for offset in range(start, start + n, size):
+        ids = list(range(offset, min(offset + size, start + n)))
+        yield pa.RecordBatch.from_pydict({"id": ids, "value": [i / 2 for i in ids]}, schema=SCHEMA)
+
+
+def test_partition_key_is_dataset_and_date(lake):
+    assert lake.partition_key("churn/raw", "2024-03-01") == "churn/raw/ds=2024-03-01"
+    assert lake.uri("churn/raw/ds=2024-03-01").endswith("/lake/churn/raw/ds=2024-03-01")
+
+
+def test_commit_writes_data_then_manifest_with_counts_and_hash(lake, tmp_path):
+    manifest = lake.write_partition(
+        "d",
+        "2024-03-01",
+        _batches(25),
+        schema=SCHEMA,
+        partition_column="id",
+        source={"query": "SELECT 1"},
+        lineage={"run_id": "r1"},
+    )
+    assert manifest.row_count == 25
+    assert (manifest.partition_min, manifest.partition_max) == ("0", "24")
+    assert manifest.schema == [{"name": "id", "type": "int64"}, {"name": "value", "type": "double"}]
+    on_disk = json.loads((tmp_path / "lake" / "d" / "ds=2024-03-01" / MANIFEST).read_text())
+    assert on_disk["content_hash"] == manifest.content_hash
+    assert on_disk["lineage"] == {"run_id": "r1"}
+    assert lake.read("d", "2024-03-01").column("id").to_pylist() == list(range(25))
+    assert lake.partitions("d") == ["2024-03-01"]
+
+
+def test_rerun_replaces_partition_exactly(lake, tmp_path):
+    first = lake.write_partition("d", "2024-03-01", _batches(25), schema=SCHEMA)
+    second = lake.write_partition("d", "2024-03-01", _batches(25), schema=SCHEMA)
+    assert second.content_hash == first.content_hash
+    attempts = [
+        p.name for p in (tmp_path / "lake" / "d" / "ds=2024-03-01").iterdir() if p.name.startswith("run=")
+    ]
+    assert len(attempts) == 1
+    third = lake.write_partition("d", "2024-03-01", _batches(5, start=100), schema=SCHEMA)
+    assert third.row_count == 5
+    assert lake.read("d", "2024-03-01").column("id").to_pylist() == list(range(100, 105))
+
+
+def test_failed_write_leaves_previous_commit_visible(lake):
+    lake.write_partition("d", "2024-03-01", _batches(25), schema=SCHEMA)
+
+    def broken():
+        yield from _batches(10)
+        raise ConnectionError("warehouse went away")
+
+    with pytest.raises(ConnectionError):
+        lake.write_partition("d", "2024-03-01", broken(), schema=SCHEMA)
+    assert lake.read("d", "2024-03-01").num_rows == 25
+    assert lake.require("d", "2024-03-01").row_count == 25
+
+
+def test_uncommitted_partition_is_invisible(lake):
+    def broken():
+        yield from _batches(10)
+        raise ConnectionError("killed")
+
+    with pytest.raises(ConnectionError):
+        lake.write_partition("d", "2024-03-02", broken(), schema=SCHEMA)
+    assert lake.partitions("d") == []
+    with pytest.raises(PartitionNotFound, match="d/ds=2024-03-02 is not committed"):
+        lake.read("d", "2024-03-02")
+
+
+def test_batch_with_other_schema_is_refused(lake):
+    other = pa.RecordBatch.from_pydict({"id": ["a"], "value": [1.0]})
+    with pytest.raises(TypeError, match="schema"):
+        lake.write_partition("d", "2024-03-01", iter([other]), schema=SCHEMA)
+    assert lake.partitions("d") == []
+
+
+def test_iter_batches_streams_the_committed_rows(lake):
+    lake.write_partition("d", "2024-03-01", _batches(25), schema=SCHEMA)
+    sizes = [b.num_rows for b in lake.iter_batches("d", "2024-03-01", batch_size=10)]
+    assert sum(sizes) == 25
+    assert max(sizes) <= 10
+
+
+def test_json_documents_are_written_atomically_and_read_back(lake):
+    uri = lake.write_json("r/x.json", {"a": 1})
+    assert uri.endswith("r/x.json")
+    assert lake.read_json("r/x.json") == {"a": 1}
+    assert lake.read_json("r/missing.json") is None
+
+
+def test_lake_accepts_a_file_uri(tmp_path):
+    lake = Lake((tmp_path / "l").as_uri())
+    lake.write_partition("d", "2024-03-01", _batches(3), schema=SCHEMA)
+    assert lake.partitions("d") == ["2024-03-01"]

@@ -1,0 +1,158 @@
+"""Preprocessing, CV splits, selection and promotion rules, and ONNX parity for every family."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cormorant import families
+from cormorant.export import export_model, onnx_scores, onnx_session
+from cormorant.features import MISSING_CATEGORY, FittedPreprocessor, model_frame, onnx_feed, target_vector
+from cormorant.metrics import compute_metric, cv_splits, is_improvement, select_best
+from cormorant.synthetic import generate_day
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return generate_day(date(2024, 3, 1))[:600], generate_day(date(2024, 3, 2), drift=1.0)[:300]
+
+
+def test_model_frame_types_inputs_and_marks_missing_categories(example_spec):
+    frame = pd.DataFrame(
+        {
+            "tenure_months": [1, None],
+            "monthly_charges": [2.5, 3],
+            "support_calls": [0, 1],
+            "usage_gb": [None, 4],
+            "contract_type": ["annual", None],
+            "region": [None, "x"],
+            "payment_method": ["card", "card"],
+            "churned": [0, 1],
+        }
+    )
+    typed = model_frame(frame, example_spec)
+    assert typed["tenure_months"].dtype == np.float32
+    assert np.isnan(typed["tenure_months"][1])
+    assert typed["contract_type"].tolist() == ["annual", MISSING_CATEGORY]
+    feed = onnx_feed(frame, example_spec)
+    assert feed["usage_gb"].shape == (2, 1) and feed["usage_gb"].dtype == np.float32
+    assert feed["region"].tolist() == [[MISSING_CATEGORY], ["x"]]
+
+
+def test_missing_feature_column_is_named(example_spec, frames):
+    with pytest.raises(KeyError, match=r"\['region'\]"):
+        model_frame(frames[0].drop(columns=["region"]), example_spec)
+
+
+def test_preprocessor_imputes_scales_and_ignores_unknown_categories(example_spec, frames):
+    train, _ = frames
+    pre = FittedPreprocessor(example_spec, train)
+    matrix = pre.transform(train)
+    assert not np.isnan(matrix).any()
+    n_numeric = len(example_spec.features.numeric)
+    assert np.allclose(matrix[:, :n_numeric].mean(axis=0), 0, atol=1e-3)
+    unseen = train[:3].copy()
+    unseen["region"] = "atlantis"
+    region_block = pre.transform(unseen)
+    assert region_block.shape == matrix[:3].shape
+
+
+def test_stratified_cv_splits_partition_rows_and_keep_class_balance():
+    y = np.array([0] * 80 + [1] * 20)
+    splits = cv_splits(y, 5, seed=1, stratified=True)
+    tested = np.concatenate([test for _, test in splits])
+    assert sorted(tested.tolist()) == list(range(100))
+    for train, test in splits:
+        assert not set(train) & set(test)
+        assert y[test].mean() == pytest.approx(0.2)
+
+
+def test_metrics_match_hand_computed_values():
+    y = np.array([0, 0, 1, 1])
+    assert compute_metric("roc_auc", y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert compute_metric("accuracy", y, np.array([0.1, 0.6, 0.7, 0.8])) == pytest.approx(0.75)
+    assert compute_metric("rmse", np.array([1.0, 3.0]), np.array([2.0, 5.0])) == pytest.approx(np.sqrt(2.5))
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        compute_metric("auc", y, y)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "incumbent", "higher", "margin", "expected"),
+    [
+        (0.80, None, True, 0.0, True),
+        (0.80, 0.79, True, 0.0, True),
+        (0.80, 0.80, True, 0.0, False),
+        (0.80, 0.79, True, 0.02, False),
+        (1.5, 2.0, False, 0.0, True),
+        (2.5, 2.0, False, 0.0, False),
+    ],
+)
+def test_promotion_rule(candidate, incumbent, higher, margin, expected):
+    assert is_improvement(candidate, incumbent, higher_is_better=higher, min_improvement=margin) is expected
+
+
+def test_select_best_ignores_failed_trials_and_respects_direction():
+    results = [
+        {"trial_id": "a", "status": "ok", "cv_mean": 0.7, "cv_std": 0.01},
+        {"trial_id": "b", "status": "ok", "cv_mean": 0.8, "cv_std": 0.02},
+        {"trial_id": "c", "status": "failed"},
+        None,
+    ]
+    assert select_best(results, higher_is_better=True)["trial_id"] == "b"
+    assert select_best(results[:2], higher_is_better=False)["trial_id"] == "a"
+    with pytest.raises(ValueError, match="no trial succeeded out of 2"):
+        select_best(results[2:], higher_is_better=True)
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [
+        ("linear", {"C": 1.0}),
+        ("xgboost", {"max_depth": 3, "n_estimators": 30}),
+        ("mlp", {"epochs": 30, "learning_rate": 0.01}),
+    ],
+)
+def test_onnx_export_matches_native_model_on_held_out_rows(example_spec, frames, family, params):
+    train, held_out = frames
+    pre = FittedPreprocessor(example_spec, train)
+    X = pre.transform(train)
+    trained = families.fit(family, X, target_vector(train, example_spec), params, classification=True, seed=3)
+    model = export_model(pre, trained, example_spec, X.shape[1])
+    assert [i.name for i in model.graph.input] == example_spec.feature_columns
+    assert [o.name for o in model.graph.output] == ["score"]
+    exported = onnx_scores(onnx_session(model), onnx_feed(held_out, example_spec))
+    native = families.predict_score(trained, pre.transform(held_out))
+    assert exported.shape == (len(held_out),)
+    assert np.max(np.abs(exported - native)) <= 1e-4
+    assert compute_metric("roc_auc", target_vector(held_out, example_spec), exported) > 0.6
+
+
+def test_regression_export_matches_native(example_spec, frames):
+    spec = example_spec.model_copy(
+        update={"target": example_spec.target.model_copy(update={"column": "usage_gb", "task": "regression"})}
+    )
+    spec = spec.model_copy(
+        update={
+            "features": spec.features.model_copy(
+                update={"numeric": ["tenure_months", "monthly_charges", "support_calls"]}
+            )
+        }
+    )
+    train, held_out = (f.dropna(subset=["usage_gb"]) for f in frames)
+    pre = FittedPreprocessor(spec, train)
+    X = pre.transform(train)
+    y = train["usage_gb"].to_numpy("float64")
+    for family, params in [
+        ("linear", {"alpha": 1.0}),
+        ("xgboost", {"n_estimators": 20}),
+        ("mlp", {"epochs": 2}),
+    ]:
+        trained = families.fit(family, X, y, params, classification=False, seed=1)
+        exported = onnx_scores(
+            onnx_session(export_model(pre, trained, spec, X.shape[1])), onnx_feed(held_out, spec)
+        )
+        native = families.predict_score(trained, pre.transform(held_out))
+        assert np.max(np.abs(exported - native) / np.maximum(1, np.abs(native))) <= 1e-4, family

@@ -1,0 +1,80 @@
+"""Operators with their hook replaced at the hook boundary: the shells read the context, call the
+library and return small references."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from datetime import date
+from types import SimpleNamespace
+
+import pytest
+
+from cormorant.config import PROJECT_ROOT
+from cormorant.synthetic import rows_for_day, seed_sqlite
+from cormorant_provider.assets import spec_asset
+from cormorant_provider.operators.ingest import WarehouseToLakeOperator
+from cormorant_provider.operators.validation import DataValidationOperator
+
+SPEC = str(PROJECT_ROOT / "include" / "specs" / "churn.yaml")
+
+
+class SqliteTestHook:
+    """Stands in for the connection's DbApiHook: a DB-API connection and its placeholder."""
+
+    placeholder = "?"
+
+    def __init__(self, path):
+        self.path = path
+
+    def get_conn(self):
+        return sqlite3.connect(self.path)
+
+
+def _context(partition=None):
+    events = defaultdict(lambda: SimpleNamespace(extra={}))
+    ti = SimpleNamespace(dag_id="churn__ingest", run_id="manual__1", task_id="t", try_number=1, map_index=-1)
+    return {"params": {"partition_date": partition}, "ti": ti, "outlet_events": events,
+            "triggering_asset_events": {}, "data_interval_start": None}
+
+
+@pytest.fixture
+def operator_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORMORANT_LAKE_URI", (tmp_path / "lake").as_uri())
+    seed_sqlite(tmp_path / "w.db", [date(2024, 3, 1)])
+    return tmp_path
+
+
+def test_ingest_operator_commits_the_partition_and_announces_it(operator_env):
+    raw = spec_asset("churn", "raw")
+    op = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC, outlets=[raw])
+    op.__dict__["hook"] = SqliteTestHook(operator_env / "w.db")
+    context = _context("2024-03-01")
+    refs = op.execute(context)
+    assert refs[0]["rows"] == rows_for_day(date(2024, 3, 1))
+    assert refs[0]["uri"].endswith("churn/raw/ds=2024-03-01")
+    assert context["outlet_events"][raw].extra == {"partitions": ["2024-03-01"]}
+    assert op.lake.require("churn/raw", "2024-03-01").lineage["run_id"] == "manual__1"
+
+
+def test_ingest_operator_templates_its_conn_id():
+    assert "conn_id" in WarehouseToLakeOperator.template_fields
+    assert "spec_path" in WarehouseToLakeOperator.template_fields
+
+
+def test_validation_operator_fails_without_retry_and_keeps_the_report(operator_env):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with sqlite3.connect(operator_env / "w.db") as conn:
+        conn.execute("UPDATE customer_activity SET contract_type = 'lifetime'")
+    ingest = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC)
+    ingest.__dict__["hook"] = SqliteTestHook(operator_env / "w.db")
+    ingest.execute(_context("2024-03-01"))
+    validated = spec_asset("churn", "validated")
+    op = DataValidationOperator(task_id="validate", spec_path=SPEC, outlets=[validated])
+    context = _context("2024-03-01")
+    with pytest.raises(AirflowFailException, match="expect_column_values_to_be_in_set on contract_type"):
+        op.execute(context)
+    report = op.lake.read_json("churn/reports/validation/ds=2024-03-01/result.json")
+    assert report["success"] is False
+    assert context["outlet_events"][validated].extra == {}
