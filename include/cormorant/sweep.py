@@ -48,12 +48,11 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
     """Committed, validated partitions among ``candidates`` (-> content hash); raises on a bad one."""
     ready: dict[str, str] = {}
     problems: list[str] = []
+    absent: list[str] = []
     for partition in candidates:
         manifest = lake.manifest(raw_dataset(spec), partition)
         if manifest is None:
-            log.warning(
-                "sweep %s: partition %s is not in the lake; left out of the window", spec.name, partition
-            )
+            absent.append(partition)
             continue
         report = lake.read_json(validation_report_key(spec, partition))
         if report is None:
@@ -65,6 +64,8 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
             problems.append(f"{partition}: failed validation: {failed}")
         else:
             ready[partition] = manifest.content_hash
+    if absent:
+        log.info("sweep %s: %d day(s) of the window are not in the lake: %s", spec.name, len(absent), absent)
     if problems:
         raise SweepNotReady(
             f"spec {spec.name!r}: the training window has partitions that cannot be used:\n- "
