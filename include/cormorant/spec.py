@@ -74,6 +74,8 @@ class SourceSpec(_Strict):
     sql: str | None = None
     partition_column: str
     key_columns: list[str] = Field(default_factory=list)
+    # strict: any change of the source's columns fails ingest; additive: new columns are accepted.
+    schema_evolution: Literal["strict", "additive"] = "strict"
 
     @field_validator("table")
     @classmethod

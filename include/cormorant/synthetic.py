@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -115,4 +116,32 @@ def seed_sqlite(
             )
             counts[day.isoformat()] = len(frame)
         conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (event_ts)")
+    return counts
+
+
+def seed_postgres(
+    conn: Any,
+    days: Iterable[date],
+    *,
+    seed: int = 0,
+    drift_start: date | None = None,
+    strength: float = 1.0,
+    table: str = TABLE,
+) -> dict[str, int]:
+    """Create (or refill) the example table in PostgreSQL through a psycopg2 connection, with COPY."""
+    import io
+
+    counts: dict[str, int] = {}
+    with conn.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")
+        cursor.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in COLUMNS.items())})")
+        for day in days:
+            frame = generate_day(day, seed=seed, drift=drift_for(day, drift_start, strength))
+            buffer = io.StringIO()
+            frame.to_csv(buffer, index=False, header=False, na_rep="")
+            buffer.seek(0)
+            cursor.copy_expert(f"COPY {table} FROM STDIN WITH (FORMAT csv)", buffer)
+            counts[day.isoformat()] = len(frame)
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (event_ts)")
+    conn.commit()
     return counts

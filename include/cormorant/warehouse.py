@@ -55,38 +55,130 @@ def spec_types(spec: ModelSpec) -> dict[str, pa.DataType]:
     return types
 
 
-def _to_arrow(name: str, values: Sequence[Any], target: pa.DataType | None) -> pa.Array:
+def _to_arrow(name: str, values: Sequence[Any]) -> pa.Array:
     try:
-        if target == TIMESTAMP:
+        array = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        from collections import Counter
+
+        kinds = Counter(type(v).__name__ for v in values if v is not None)
+        usual = kinds.most_common(1)[0][0]
+        odd = next(v for v in values if v is not None and type(v).__name__ != usual)
+        raise SourceSchemaError(
+            f"source column {name!r}: expected {usual} values, found {type(odd).__name__} {odd!r}"
+        ) from e
+    return array.cast(pa.string()) if pa.types.is_null(array.type) else array
+
+
+def _cast(name: str, array: pa.Array, target: pa.DataType) -> pa.Array:
+    if array.type == target:
+        return array
+    try:
+        if pa.types.is_timestamp(target) and (
+            pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+        ):
             import pandas as pd
 
-            stamps = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="mixed")
-            return pa.array(stamps, type=TIMESTAMP)
-        array = pa.array(values, from_pandas=True)
-        if target is None:
-            return array.cast(pa.string()) if pa.types.is_null(array.type) else array
+            stamps = pd.to_datetime(pd.Series(array.to_pylist(), dtype=object), utc=True, format="mixed")
+            return pa.array(stamps, type=target)
         return array.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as e:
-        sample = next((v for v in values if v is not None), None)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, TypeError) as e:
+        sample = next((v for v in array.to_pylist() if v is not None), None)
         raise SourceSchemaError(
-            f"source column {name!r}: expected {target or 'a consistent type'}, "
-            f"found {type(sample).__name__} values such as {sample!r}"
+            f"source column {name!r}: expected {target}, found {array.type} values such as {sample!r}"
         ) from e
 
 
-def _batches(
-    cursor: Any, columns: list[str], types: dict[str, pa.DataType], batch_size: int
-) -> Iterator[pa.RecordBatch]:
-    schema: pa.Schema | None = None
-    while rows := cursor.fetchmany(batch_size):
-        data = list(zip(*rows, strict=True))
-        arrays = [
-            _to_arrow(name, data[i], types.get(name) or (schema.field(name).type if schema else None))
-            for i, name in enumerate(columns)
+def lake_schema(source: pa.Schema, types: dict[str, pa.DataType]) -> pa.Schema:
+    """The schema a partition is stored with: the spec's types for the columns it knows."""
+    return pa.schema(
+        [(f.name, types.get(f.name, pa.string() if pa.types.is_null(f.type) else f.type)) for f in source]
+    )
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast a source batch to the lake schema, naming the column that cannot be cast."""
+    arrays = [_cast(f.name, batch.column(i), f.type) for i, f in enumerate(schema)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def cursor_batches(
+    conn: Any, query: str, params: Sequence[Any], batch_size: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The generic path: ``fetchmany`` through any DB-API cursor, typed from the first batch."""
+    cursor = conn.cursor()
+    cursor.execute(query, params)
+    columns = [d[0] for d in cursor.description]
+
+    def fetch() -> Iterator[pa.RecordBatch]:
+        while rows := cursor.fetchmany(batch_size):
+            data = list(zip(*rows, strict=True))
+            yield pa.RecordBatch.from_arrays(
+                [_to_arrow(c, data[i]) for i, c in enumerate(columns)], names=columns
+            )
+
+    stream = fetch()
+    first = next(stream, None)
+    if first is None:
+        return pa.schema([(c, pa.string()) for c in columns]), iter(())
+    schema = first.schema
+
+    def chained() -> Iterator[pa.RecordBatch]:
+        yield first
+        for batch in stream:  # a later batch may type a column the first saw only as nulls
+            yield (
+                batch
+                if batch.schema.equals(schema)
+                else pa.RecordBatch.from_arrays(
+                    [
+                        _cast(f.name, batch.column(f.name), f.type)
+                        if not pa.types.is_null(f.type)
+                        else batch.column(f.name)
+                        for f in schema
+                    ],
+                    schema=schema,
+                )
+            )
+
+    return schema, chained()
+
+
+def check_schema_contract(spec: ModelSpec, lake: Lake, partition: str, found: pa.Schema) -> None:
+    """Fail on a dropped, renamed or retyped source column, naming it with the expected and found type.
+
+    The contract is the source schema recorded by the latest committed partition (or, for the
+    first partition, the columns the spec needs). New columns fail too unless the spec sets
+    ``source.schema_evolution: additive``.
+    """
+    dataset = raw_dataset(spec)
+    previous = [p for p in lake.partitions(dataset) if p != partition]
+    recorded = lake.require(dataset, previous[-1]).source.get("schema") if previous else None
+    found_types = {f.name: str(f.type) for f in found}
+    problems = []
+    if recorded:
+        expected = {f["name"]: f["type"] for f in recorded}
+        for name, type_ in expected.items():
+            if name not in found_types:
+                problems.append(
+                    f"column {name!r} was dropped or renamed: expected {type_}, found no such column"
+                )
+            elif found_types[name] != type_ and "null" not in (type_, found_types[name]):
+                problems.append(f"column {name!r} changed type: expected {type_}, found {found_types[name]}")
+        added = [n for n in found_types if n not in expected]
+        if added and spec.source.schema_evolution != "additive":
+            problems.append(f"new column(s) {added} (set source.schema_evolution: additive to accept them)")
+    else:
+        problems += [
+            f"column {c!r} is missing: expected by the spec, found no such column"
+            for c in spec.required_columns
+            if c not in found_types
         ]
-        batch = pa.RecordBatch.from_arrays(arrays, names=columns)
-        schema = schema or batch.schema
-        yield batch.cast(schema) if not batch.schema.equals(schema) else batch
+    if problems:
+        where = spec.source.table or "the spec's SQL"
+        raise SourceSchemaError(
+            f"spec {spec.name!r}, source {where}, partition {partition}: the source schema "
+            f"changed:\n- " + "\n- ".join(problems)
+        )
 
 
 def extract_partition(
@@ -95,6 +187,7 @@ def extract_partition(
     partition: str,
     lake: Lake,
     *,
+    dialect: str = "generic",
     placeholder: str = "?",
     batch_size: int = 50_000,
     lineage: dict[str, Any] | None = None,
@@ -102,37 +195,45 @@ def extract_partition(
 ) -> Manifest:
     """Select the rows of ``partition`` from the spec's source and commit them to the lake.
 
-    ``connect`` returns a DB-API connection (a hook's ``get_conn``). Re-running replaces the
-    partition exactly; a failure leaves the previous commit untouched.
+    ``connect`` returns a DB-API connection (a hook's ``get_conn``). ``dialect="postgres"`` streams
+    with ``COPY ... TO STDOUT`` (:mod:`cormorant.postgres`); anything else reads with ``fetchmany``.
+    Re-running replaces the partition exactly; any failure leaves the previous commit untouched.
     """
-    query = build_extract_query(spec, placeholder)
+    fast = dialect == "postgres"
+    query = build_extract_query(spec, "%s" if fast else placeholder)
     start, end = partition_bounds(partition)
     params = (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S"))
-    types = spec_types(spec)
+    began = time.monotonic()
     conn = connect()
     try:
-        cursor = conn.cursor()
-        cursor.execute(query, params)
-        columns = [d[0] for d in cursor.description]
-        batches = _batches(cursor, columns, types, batch_size)
-        first = next(batches, None)
-        schema = (
-            first.schema
-            if first is not None
-            else pa.schema([(c, types.get(c, pa.string())) for c in columns])
-        )
-        began, last_report, rows = time.monotonic(), time.monotonic(), 0
+        if fast:
+            from cormorant.postgres import copy_batches
+
+            source_schema, batches = copy_batches(
+                conn, query, params, block_size=max(batch_size * 160, 1 << 20)
+            )
+        else:
+            source_schema, batches = cursor_batches(conn, query, params, batch_size)
+        check_schema_contract(spec, lake, partition, source_schema)
+        schema = lake_schema(source_schema, spec_types(spec))
+        counters = {"rows": 0, "bytes": 0, "reported": time.monotonic()}
 
         def counted() -> Iterator[pa.RecordBatch]:
-            nonlocal last_report, rows
-            for batch in ([first] if first is not None else []), batches:
-                for b in batch:
-                    rows += b.num_rows
-                    if time.monotonic() - last_report >= progress_every_s:
-                        elapsed = time.monotonic() - began
-                        log.info("extract %s: %d rows, %.0f rows/s", partition, rows, rows / elapsed)
-                        last_report = time.monotonic()
-                    yield b
+            for batch in batches:
+                out = conform(batch, schema)
+                counters["rows"] += out.num_rows
+                counters["bytes"] += out.nbytes
+                if time.monotonic() - counters["reported"] >= progress_every_s:
+                    elapsed = time.monotonic() - began
+                    log.info(
+                        "extract %s: %d rows, %.1f MB, %.0f rows/s",
+                        partition,
+                        counters["rows"],
+                        counters["bytes"] / 1e6,
+                        counters["rows"] / elapsed,
+                    )
+                    counters["reported"] = time.monotonic()
+                yield out
 
         manifest = lake.write_partition(
             raw_dataset(spec),
@@ -140,16 +241,23 @@ def extract_partition(
             counted(),
             schema=schema,
             partition_column=spec.source.partition_column,
-            source={"conn_id": spec.source.conn_id, "query": query, "params": list(params)},
+            source={
+                "conn_id": spec.source.conn_id,
+                "dialect": dialect,
+                "query": query,
+                "params": list(params),
+                "schema": [{"name": f.name, "type": str(f.type)} for f in source_schema],
+            },
             lineage=lineage,
         )
     finally:
         conn.close()
     elapsed = max(time.monotonic() - began, 1e-9)
     log.info(
-        "extract %s: %d rows in %.1fs (%.0f rows/s)",
+        "extract %s: %d rows, %.1f MB in %.1fs (%.0f rows/s)",
         partition,
         manifest.row_count,
+        counters["bytes"] / 1e6,
         elapsed,
         manifest.row_count / elapsed,
     )

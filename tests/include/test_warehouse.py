@@ -94,6 +94,8 @@ def test_row_at_midnight_belongs_to_the_new_day(warehouse, example_spec, lake):
 def test_unreadable_column_is_named_in_the_error(warehouse, example_spec, lake):
     with sqlite3.connect(warehouse) as conn:
         conn.execute("UPDATE customer_activity SET monthly_charges = 'n/a' WHERE rowid = 1")
-    with pytest.raises(SourceSchemaError, match="source column 'monthly_charges': expected double"):
+    with pytest.raises(
+        SourceSchemaError, match="source column 'monthly_charges': expected float values, found str 'n/a'"
+    ):
         extract_partition(lambda: sqlite3.connect(warehouse), example_spec, "2024-03-01", lake)
     assert lake.partitions(raw_dataset(example_spec)) == []

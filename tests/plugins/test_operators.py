@@ -34,8 +34,13 @@ class SqliteTestHook:
 def _context(partition=None):
     events = defaultdict(lambda: SimpleNamespace(extra={}))
     ti = SimpleNamespace(dag_id="churn__ingest", run_id="manual__1", task_id="t", try_number=1, map_index=-1)
-    return {"params": {"partition_date": partition}, "ti": ti, "outlet_events": events,
-            "triggering_asset_events": {}, "data_interval_start": None}
+    return {
+        "params": {"partition_date": partition},
+        "ti": ti,
+        "outlet_events": events,
+        "triggering_asset_events": {},
+        "data_interval_start": None,
+    }
 
 
 @pytest.fixture

@@ -1,0 +1,183 @@
+"""The COPY fast path against the real PostgreSQL server on 127.0.0.1:5432."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from cormorant.postgres import copy_batches
+from cormorant.synthetic import rows_for_day, seed_postgres
+from cormorant.warehouse import SourceSchemaError, extract_partition, raw_dataset
+
+psycopg2 = pytest.importorskip("psycopg2")
+DSN = "host=127.0.0.1 port=5432 user=postgres"
+DAYS = [date(2024, 3, 1), date(2024, 3, 2)]
+
+
+@pytest.fixture(scope="module")
+def database():
+    name = f"cormorant_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(f"{DSN} dbname=postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield name
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def connect(database):
+    return lambda: psycopg2.connect(f"{DSN} dbname={database}")
+
+
+@pytest.fixture
+def churn_table(connect):
+    conn = connect()
+    seed_postgres(conn, DAYS)
+    conn.close()
+
+
+def test_types_map_faithfully(connect):
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS typed")
+    cur.execute("""CREATE TABLE typed (i2 smallint, i4 integer, i8 bigint, n numeric(12,2), nu numeric,
+        f4 real, f8 double precision, b boolean, t text, d date, ts timestamp, tstz timestamptz)""")
+    cur.execute("""INSERT INTO typed VALUES
+        (1, 2, 9000000000, 12.50, 3.14159265358979323846, 1.5, 'NaN', true, 'a,"b"' || E'\\n' || 'c',
+         '2024-03-01', '2024-03-01 10:00:00.123456', '2024-03-01 12:00:00+02'),
+        (NULL, NULL, NULL, NULL, NULL, NULL, 'Infinity', false, '', NULL, NULL, NULL),
+        (-1, 0, 0, -0.01, 0, 0, '-Infinity', NULL, NULL, '1999-12-31', '1999-12-31 23:59:59', '1999-12-31 23:59:59Z')""")
+    conn.commit()
+    schema, batches = copy_batches(conn, "SELECT * FROM typed ORDER BY i8 NULLS LAST", [])
+    table = pa.Table.from_batches(list(batches), schema=schema)
+    conn.close()
+    assert [str(t) for t in schema.types] == [
+        "int16",
+        "int32",
+        "int64",
+        "decimal128(12, 2)",
+        "string",
+        "float",
+        "double",
+        "bool",
+        "string",
+        "date32[day]",
+        "timestamp[us]",
+        "timestamp[us, tz=UTC]",
+    ]
+    rows = table.to_pylist()
+    zero, big, nulls = rows
+    assert big["i8"] == 9_000_000_000 and big["n"] == Decimal("12.50") and big["f4"] == 1.5
+    assert big["nu"] == "3.14159265358979323846"
+    assert math.isnan(big["f8"]) and nulls["f8"] == math.inf and zero["f8"] == -math.inf
+    assert big["b"] is True and nulls["b"] is False and zero["b"] is None
+    assert big["t"] == 'a,"b"\nc' and nulls["t"] == "" and zero["t"] is None
+    assert big["d"] == date(2024, 3, 1) and nulls["d"] is None
+    assert big["ts"] == datetime(2024, 3, 1, 10, 0, 0, 123456)
+    assert big["tstz"] == datetime(2024, 3, 1, 10, 0, tzinfo=timezone.utc)
+    assert zero["n"] == Decimal("-0.01") and nulls["i2"] is None
+
+
+def test_copy_streams_in_bounded_batches(connect, churn_table):
+    conn = connect()
+    schema, batches = copy_batches(conn, "SELECT * FROM customer_activity", [], block_size=1 << 14)
+    sizes = [b.num_rows for b in batches]
+    conn.close()
+    assert sum(sizes) == sum(rows_for_day(d) for d in DAYS)
+    assert len(sizes) > 5
+
+
+def test_consumer_stopping_early_cancels_the_copy(connect, churn_table):
+    conn = connect()
+    _, batches = copy_batches(
+        conn, "SELECT a.* FROM customer_activity a, generate_series(1, 50)", [], block_size=1 << 16
+    )
+    next(batches)
+    batches.close()
+    conn.rollback()
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+    conn.close()
+
+
+def test_server_error_during_copy_is_raised(connect, churn_table):
+    conn = connect()
+    _, batches = copy_batches(conn, "SELECT 1 / (customer_id % 1000 - 500) AS x FROM customer_activity", [])
+    with pytest.raises(psycopg2.errors.DivisionByZero):
+        list(batches)
+    conn.close()
+
+
+def test_postgres_extract_lands_the_same_rows_as_the_generic_path(
+    connect, churn_table, example_spec, tmp_path
+):
+    from cormorant.lake import Lake
+
+    fast, slow = Lake(tmp_path / "fast"), Lake(tmp_path / "slow")
+    a = extract_partition(connect, example_spec, "2024-03-01", fast, dialect="postgres")
+    b = extract_partition(connect, example_spec, "2024-03-01", slow, placeholder="%s")
+    assert a.row_count == b.row_count == rows_for_day(DAYS[0])
+    left = fast.read(raw_dataset(example_spec), "2024-03-01")
+    right = slow.read(raw_dataset(example_spec), "2024-03-01")
+    assert left.schema.field("event_ts").type == pa.timestamp("us", tz="UTC")
+    assert left.column("customer_id").to_pylist() == right.column("customer_id").to_pylist()
+    for column in example_spec.feature_columns:
+        assert left.column(column).to_pylist() == right.column(column).to_pylist(), column
+    assert a.source["dialect"] == "postgres"
+
+
+def test_rerun_yields_identical_data(connect, churn_table, example_spec, lake):
+    first = extract_partition(connect, example_spec, "2024-03-02", lake, dialect="postgres")
+    second = extract_partition(connect, example_spec, "2024-03-02", lake, dialect="postgres")
+    assert first.content_hash == second.content_hash
+
+
+@pytest.mark.parametrize(
+    ("ddl", "words"),
+    [
+        (
+            "ALTER TABLE customer_activity DROP COLUMN region",
+            "column 'region' was dropped or renamed: expected string, found no such column",
+        ),
+        (
+            "ALTER TABLE customer_activity RENAME COLUMN usage_gb TO usage_gigabytes",
+            "column 'usage_gb' was dropped or renamed",
+        ),
+        (
+            "ALTER TABLE customer_activity ALTER COLUMN support_calls TYPE text",
+            "column 'support_calls' changed type: expected double, found string",
+        ),
+        ("ALTER TABLE customer_activity ADD COLUMN plan text", "new column(s) ['plan']"),
+    ],
+)
+def test_source_schema_change_fails_naming_the_column(connect, churn_table, example_spec, lake, ddl, words):
+    extract_partition(connect, example_spec, "2024-03-01", lake, dialect="postgres")
+    conn = connect()
+    conn.cursor().execute(ddl)
+    conn.commit()
+    conn.close()
+    with pytest.raises(SourceSchemaError) as info:
+        extract_partition(connect, example_spec, "2024-03-02", lake, dialect="postgres")
+    assert words in str(info.value)
+    assert "customer_activity" in str(info.value)
+    assert lake.partitions(raw_dataset(example_spec)) == ["2024-03-01"]
+
+
+def test_additive_evolution_accepts_a_new_column(connect, churn_table, example_spec, lake):
+    spec = example_spec.model_copy(
+        update={"source": example_spec.source.model_copy(update={"schema_evolution": "additive"})}
+    )
+    extract_partition(connect, spec, "2024-03-01", lake, dialect="postgres")
+    conn = connect()
+    conn.cursor().execute("ALTER TABLE customer_activity ADD COLUMN plan text DEFAULT 'gold'")
+    conn.commit()
+    conn.close()
+    manifest = extract_partition(connect, spec, "2024-03-02", lake, dialect="postgres")
+    assert {"name": "plan", "type": "string"} in manifest.schema
