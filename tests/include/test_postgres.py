@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
@@ -52,7 +52,8 @@ def test_types_map_faithfully(connect):
         (1, 2, 9000000000, 12.50, 3.14159265358979323846, 1.5, 'NaN', true, 'a,"b"' || E'\\n' || 'c',
          '2024-03-01', '2024-03-01 10:00:00.123456', '2024-03-01 12:00:00+02'),
         (NULL, NULL, NULL, NULL, NULL, NULL, 'Infinity', false, '', NULL, NULL, NULL),
-        (-1, 0, 0, -0.01, 0, 0, '-Infinity', NULL, NULL, '1999-12-31', '1999-12-31 23:59:59', '1999-12-31 23:59:59Z')""")
+        (-1, 0, 0, -0.01, 0, 0, '-Infinity', NULL, NULL, '1999-12-31', '1999-12-31 23:59:59',
+         '1999-12-31 23:59:59Z')""")
     conn.commit()
     schema, batches = copy_batches(conn, "SELECT * FROM typed ORDER BY i8 NULLS LAST", [])
     table = pa.Table.from_batches(list(batches), schema=schema)
@@ -80,7 +81,7 @@ def test_types_map_faithfully(connect):
     assert big["t"] == 'a,"b"\nc' and nulls["t"] == "" and zero["t"] is None
     assert big["d"] == date(2024, 3, 1) and nulls["d"] is None
     assert big["ts"] == datetime(2024, 3, 1, 10, 0, 0, 123456)
-    assert big["tstz"] == datetime(2024, 3, 1, 10, 0, tzinfo=timezone.utc)
+    assert big["tstz"] == datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
     assert zero["n"] == Decimal("-0.01") and nulls["i2"] is None
 
 
