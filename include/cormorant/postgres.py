@@ -57,7 +57,8 @@ def copy_batches(
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Start ``COPY (query) TO STDOUT`` and return the result's schema and a stream of its batches.
 
-    ``conn`` is a psycopg2 connection (``PostgresHook.get_conn()``). A server error, or a parse error,
+    ``conn`` is a psycopg2 or psycopg 3 connection (``PostgresHook.get_conn()``). A server error,
+    or a parse error,
     is raised from the iterator; the COPY is cancelled if the consumer stops early.
     """
     import pyarrow.csv as csv
@@ -65,14 +66,26 @@ def copy_batches(
     cursor = conn.cursor()
     cursor.execute("SET TIME ZONE 'UTC'")
     schema = describe(cursor, query, params)
-    copy_sql = f"COPY ({cursor.mogrify(query, params or None).decode()}) TO STDOUT WITH (FORMAT csv)"
+    psycopg3 = type(conn).__module__.split(".")[0] == "psycopg"
+    if psycopg3:
+        import psycopg
+
+        bound = psycopg.ClientCursor(conn).mogrify(query, params or None)
+    else:
+        bound = cursor.mogrify(query, params or None).decode()
+    copy_sql = f"COPY ({bound}) TO STDOUT WITH (FORMAT csv)"
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
 
     def produce() -> None:
         sink = os.fdopen(write_fd, "wb", buffering=1 << 20)
         try:
-            cursor.copy_expert(copy_sql, sink, size=1 << 20)
+            if psycopg3:
+                with cursor.copy(copy_sql) as copy:
+                    for block in copy:
+                        sink.write(block)
+            else:
+                cursor.copy_expert(copy_sql, sink, size=1 << 20)
         except BaseException as e:  # handed to the consumer thread
             failure.append(e)
         finally:

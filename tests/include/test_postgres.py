@@ -182,3 +182,20 @@ def test_additive_evolution_accepts_a_new_column(connect, churn_table, example_s
     conn.close()
     manifest = extract_partition(connect, spec, "2024-03-02", lake, dialect="postgres")
     assert {"name": "plan", "type": "string"} in manifest.schema
+
+
+def test_ingest_operator_uses_copy_for_a_postgres_connection(database, churn_table, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cormorant.config import PROJECT_ROOT
+    from cormorant_provider.operators.ingest import WarehouseToLakeOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_PG_WAREHOUSE", f"postgresql://postgres@127.0.0.1:5432/{database}")
+    monkeypatch.setenv("CORMORANT_LAKE_URI", (tmp_path / "lake").as_uri())
+    op = WarehouseToLakeOperator(task_id="ingest", conn_id="pg_warehouse",
+                                 spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"))
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", try_number=1, map_index=-1)
+    refs = op.execute({"params": {"partition_date": "2024-03-02"}, "ti": ti, "outlet_events": {}})
+    assert op.dialect == "postgres"
+    assert refs[0]["rows"] == rows_for_day(DAYS[1])
+    assert op.lake.require("churn/raw", "2024-03-02").source["dialect"] == "postgres"

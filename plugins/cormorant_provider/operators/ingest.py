@@ -36,20 +36,33 @@ class WarehouseToLakeOperator(CormorantOperator):
 
         return BaseHook.get_connection(self.conn_id or self.spec.source.conn_id).get_hook()
 
+    @property
+    def dialect(self) -> str:
+        """``postgres`` (the COPY fast path) for a PostgresHook, ``generic`` for any other DbApiHook."""
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        return "postgres" if isinstance(self.hook, PostgresHook) else "generic"
+
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from cormorant.warehouse import extract_partition, raw_dataset
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from cormorant.warehouse import SourceSchemaError, extract_partition, raw_dataset
 
         refs = []
         for partition in self.partitions(context):
-            manifest = extract_partition(
-                self.hook.get_conn,
-                self.spec,
-                partition,
-                self.lake,
-                placeholder=self.hook.placeholder,
-                batch_size=self.batch_size,
-                lineage=self.lineage(context),
-            )
+            try:
+                manifest = extract_partition(
+                    self.hook.get_conn,
+                    self.spec,
+                    partition,
+                    self.lake,
+                    dialect=self.dialect,
+                    placeholder=self.hook.placeholder,
+                    batch_size=self.batch_size,
+                    lineage=self.lineage(context),
+                )
+            except SourceSchemaError as e:  # a retry cannot fix a changed source
+                raise AirflowFailException(str(e)) from e
             self.log.info(
                 "Committed %s/ds=%s: %d rows", raw_dataset(self.spec), partition, manifest.row_count
             )
