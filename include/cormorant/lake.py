@@ -209,6 +209,66 @@ class Lake:
         )
         return manifest
 
+    def new_attempt(self, dataset: str, partition: str) -> tuple[str, UPath]:
+        """A fresh attempt folder for a writer outside this class (Redshift UNLOAD, say)."""
+        attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}"
+        return attempt, self.path(f"{self.partition_key(dataset, partition)}/{attempt}")
+
+    def commit_files(
+        self,
+        dataset: str,
+        partition: str,
+        attempt: str,
+        *,
+        partition_column: str | None = None,
+        source: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Commit Parquet files that another writer put in ``attempt``: the manifest is written last."""
+        key = self.partition_key(dataset, partition)
+        folder = self.path(f"{key}/{attempt}")
+        files, schema, rows, lo, hi = [], None, 0, None, None
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            if path.name.startswith((".", "_")):
+                continue
+            data = path.read_bytes()
+            table = pq.read_table(pa.BufferReader(data))
+            if schema is not None and not table.schema.equals(schema):
+                raise TypeError(
+                    f"lake {dataset}/{partition}: {path.name} has schema {table.schema}, not {schema}"
+                )
+            schema = table.schema
+            blo, bhi = _minmax(table, partition_column)
+            lo = blo if lo is None or (blo is not None and blo < lo) else lo
+            hi = bhi if hi is None or (bhi is not None and bhi > hi) else hi
+            rows += table.num_rows
+            files.append(
+                {
+                    "path": f"{attempt}/{path.name}",
+                    "rows": table.num_rows,
+                    "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                }
+            )
+        if schema is None:
+            raise FileNotFoundError(f"lake {dataset}/{partition}: no data files in {folder}")
+        manifest = Manifest(
+            dataset=dataset,
+            partition=partition,
+            row_count=rows,
+            schema=[{"name": f.name, "type": str(f.type)} for f in schema],
+            files=files,
+            content_hash=hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest(),
+            partition_column=partition_column,
+            partition_min=None if lo is None else str(lo),
+            partition_max=None if hi is None else str(hi),
+            source=source or {},
+            lineage=lineage or {},
+        )
+        write_bytes_atomic(self.path(f"{key}/{MANIFEST}"), manifest.to_json().encode())
+        self._remove_other_attempts(key, keep=attempt)
+        return manifest
+
     def write_table(self, dataset: str, partition: str, table: pa.Table, **kwargs: Any) -> Manifest:
         """Commit an in-memory table as a partition (small outputs such as predictions)."""
         return self.write_partition(

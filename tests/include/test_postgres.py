@@ -192,8 +192,11 @@ def test_ingest_operator_uses_copy_for_a_postgres_connection(database, churn_tab
 
     monkeypatch.setenv("AIRFLOW_CONN_PG_WAREHOUSE", f"postgresql://postgres@127.0.0.1:5432/{database}")
     monkeypatch.setenv("CORMORANT_LAKE_URI", (tmp_path / "lake").as_uri())
-    op = WarehouseToLakeOperator(task_id="ingest", conn_id="pg_warehouse",
-                                 spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"))
+    op = WarehouseToLakeOperator(
+        task_id="ingest",
+        conn_id="pg_warehouse",
+        spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"),
+    )
     ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", try_number=1, map_index=-1)
     refs = op.execute({"params": {"partition_date": "2024-03-02"}, "ti": ti, "outlet_events": {}})
     assert op.dialect == "postgres"

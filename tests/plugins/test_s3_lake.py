@@ -31,8 +31,11 @@ def _free_port() -> int:
 def s3_endpoint():
     port = _free_port()
     server = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -54,10 +57,19 @@ def s3_lake(s3_endpoint, monkeypatch):
     import boto3
 
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=bucket)
-    conn = {"conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_CORMORANT_S3", json.dumps(conn))
     monkeypatch.setenv("CORMORANT_LAKE_URI", f"s3://{bucket}/lake")
     monkeypatch.setenv("CORMORANT_LAKE_CONN_ID", "cormorant_s3")
@@ -69,8 +81,13 @@ def s3_lake(s3_endpoint, monkeypatch):
 def _objects(endpoint, bucket):
     import boto3
 
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
@@ -120,11 +137,15 @@ def test_ingest_operator_writes_the_lake_on_s3(s3_lake, tmp_path):
     from cormorant_provider.operators.ingest import WarehouseToLakeOperator
 
     seed_sqlite(tmp_path / "w.db", [date(2024, 3, 1)])
-    os.environ["AIRFLOW_CONN_S3_TEST_WAREHOUSE"] = json.dumps({"conn_type": "sqlite",
-                                                                "host": str(tmp_path / "w.db")})
+    os.environ["AIRFLOW_CONN_S3_TEST_WAREHOUSE"] = json.dumps(
+        {"conn_type": "sqlite", "host": str(tmp_path / "w.db")}
+    )
     try:
-        op = WarehouseToLakeOperator(task_id="ingest", conn_id="s3_test_warehouse",
-                                     spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"))
+        op = WarehouseToLakeOperator(
+            task_id="ingest",
+            conn_id="s3_test_warehouse",
+            spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"),
+        )
         from types import SimpleNamespace
 
         ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", try_number=1, map_index=-1)
@@ -135,3 +156,54 @@ def test_ingest_operator_writes_the_lake_on_s3(s3_lake, tmp_path):
     assert refs[0]["rows"] == rows_for_day(date(2024, 3, 1))
     assert op.dialect == "generic"
     assert s3_lake[0].partitions("churn/raw") == ["2024-03-01"]
+
+
+def test_redshift_connection_unloads_into_the_s3_lake_and_commits(s3_lake):
+    import re
+    from types import SimpleNamespace
+
+    import pyarrow.parquet as pq
+    from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
+
+    from cormorant.config import PROJECT_ROOT
+    from cormorant_provider.operators.ingest import WarehouseToLakeOperator
+
+    lake = s3_lake[0]
+
+    class RecordingRedshift(RedshiftSQLHook):
+        """Runs nothing on a cluster: records the statement and writes the Parquet slices UNLOAD would."""
+
+        statements: list[str] = []
+
+        def run(self, sql, *args, **kwargs):
+            self.statements.append(sql)
+            target = re.search(r"TO '(s3://[^']+)part-'", sql).group(1)
+            folder = lake.root.joinpath(*target.removeprefix(str(lake.root)).strip("/").split("/"))
+            for i in range(2):
+                table = pa.table(
+                    {
+                        "customer_id": [i * 2, i * 2 + 1],
+                        "event_ts": pa.array([0, 1], pa.timestamp("us", tz="UTC")),
+                    }
+                )
+                with (folder / f"part-000{i}_part_00.parquet").open("wb") as f:
+                    pq.write_table(table, f)
+
+    hook = RecordingRedshift()
+    op = WarehouseToLakeOperator(
+        task_id="ingest",
+        spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"),
+        redshift_iam_role="arn:aws:iam::123456789012:role/unload",
+    )
+    op.__dict__["hook"] = hook
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", try_number=1, map_index=-1)
+    refs = op.execute({"params": {"partition_date": "2024-03-01"}, "ti": ti, "outlet_events": {}})
+    (statement,) = hook.statements
+    assert statement.startswith(
+        "UNLOAD ($$ SELECT * FROM customer_activity WHERE event_ts >= '2024-03-01 00:00:00'"
+    )
+    assert "IAM_ROLE 'arn:aws:iam::123456789012:role/unload'" in statement
+    assert refs[0]["rows"] == 4
+    manifest = lake.require("churn/raw", "2024-03-01")
+    assert manifest.source["dialect"] == "redshift"
+    assert len(manifest.files) == 2

@@ -21,14 +21,27 @@ class WarehouseToLakeOperator(CormorantOperator):
 
     :param conn_id: the warehouse connection; defaults to the spec's ``source.conn_id`` (templated).
     :param batch_size: rows per fetch and per Parquet row group.
+    :param redshift_iam_role: for a Redshift connection, the IAM role UNLOAD writes to the S3 lake with;
+        defaults to ``$CORMORANT_REDSHIFT_IAM_ROLE`` (templated).
+
+    PostgreSQL connections stream with ``COPY ... TO STDOUT``; Redshift connections ``UNLOAD`` to
+    Parquet in the (S3) lake; any other DbApiHook is read with batched cursors.
     """
 
-    template_fields: Sequence[str] = (*CormorantOperator.template_fields, "conn_id")
+    template_fields: Sequence[str] = (*CormorantOperator.template_fields, "conn_id", "redshift_iam_role")
 
-    def __init__(self, *, conn_id: str | None = None, batch_size: int = 50_000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        conn_id: str | None = None,
+        batch_size: int = 50_000,
+        redshift_iam_role: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.batch_size = batch_size
+        self.redshift_iam_role = redshift_iam_role
 
     @cached_property
     def hook(self) -> DbApiHook:
@@ -38,10 +51,44 @@ class WarehouseToLakeOperator(CormorantOperator):
 
     @property
     def dialect(self) -> str:
-        """``postgres`` (the COPY fast path) for a PostgresHook, ``generic`` for any other DbApiHook."""
+        """``redshift``, ``postgres`` (the COPY fast path), or ``generic`` for any other DbApiHook."""
+        from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+        if isinstance(self.hook, RedshiftSQLHook):
+            return "redshift"
         return "postgres" if isinstance(self.hook, PostgresHook) else "generic"
+
+    def unload(self, partition: str, context: Context) -> Any:
+        """Redshift: UNLOAD the partition into a new attempt folder of the lake, then commit it."""
+        import os
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from cormorant.redshift import unload_statement
+        from cormorant.warehouse import raw_dataset
+
+        role = self.redshift_iam_role or os.environ.get("CORMORANT_REDSHIFT_IAM_ROLE")
+        if not role:
+            raise AirflowFailException(
+                "a Redshift source needs redshift_iam_role or $CORMORANT_REDSHIFT_IAM_ROLE"
+            )
+        dataset = raw_dataset(self.spec)
+        attempt, folder = self.lake.new_attempt(dataset, partition)
+        statement = unload_statement(self.spec, partition, str(folder), iam_role=role)
+        self.hook.run(statement)
+        return self.lake.commit_files(
+            dataset,
+            partition,
+            attempt,
+            partition_column=self.spec.source.partition_column,
+            source={
+                "conn_id": self.conn_id or self.spec.source.conn_id,
+                "dialect": "redshift",
+                "query": statement,
+            },
+            lineage=self.lineage(context),
+        )
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow.sdk.exceptions import AirflowFailException
@@ -50,6 +97,17 @@ class WarehouseToLakeOperator(CormorantOperator):
 
         refs = []
         for partition in self.partitions(context):
+            if self.dialect == "redshift":
+                manifest = self.unload(partition, context)
+                refs.append(
+                    {
+                        "partition": partition,
+                        "rows": manifest.row_count,
+                        "content_hash": manifest.content_hash,
+                        "uri": self.lake.uri(self.lake.partition_key(raw_dataset(self.spec), partition)),
+                    }
+                )
+                continue
             try:
                 manifest = extract_partition(
                     self.hook.get_conn,
