@@ -151,6 +151,7 @@ class Lake:
         source: dict[str, Any] | None = None,
         lineage: dict[str, Any] | None = None,
         progress_every_rows: int = 1_000_000,
+        row_group_rows: int = 131_072,
     ) -> Manifest:
         """Stream ``batches`` into one Parquet file and commit the partition atomically.
 
@@ -163,24 +164,43 @@ class Lake:
         data_path.parent.mkdir(parents=True, exist_ok=True)
         rows, lo, hi = 0, None, None
         next_report = progress_every_rows
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+
+        def flush(writer: pq.ParquetWriter) -> None:
+            nonlocal rows, lo, hi, pending_rows, next_report
+            table = pa.Table.from_batches(pending, schema=schema)
+            writer.write_table(table, row_group_size=max(pending_rows, 1))
+            rows += table.num_rows
+            blo, bhi = _minmax(table, partition_column)
+            lo = blo if lo is None or (blo is not None and blo < lo) else lo
+            hi = bhi if hi is None or (bhi is not None and bhi > hi) else hi
+            pending.clear()
+            pending_rows = 0
+            if rows >= next_report:
+                log.info("lake %s/%s: %d rows, %d bytes written", dataset, partition, rows, sink.size)
+                next_report += progress_every_rows
+
+        # Dictionary encoding pays off for strings (categories); for numbers and timestamps it costs
+        # time and rarely space.
+        dictionary = [
+            f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        ]
         with data_path.open("wb") as raw:
             sink = _HashingWriter(raw)
-            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+            with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=dictionary) as writer:
                 for batch in batches:
                     if not batch.schema.equals(schema):
                         raise TypeError(
                             f"lake {dataset}/{partition}: a batch's schema {batch.schema} "
                             f"differs from {schema}"
                         )
-                    table = pa.Table.from_batches([batch])
-                    writer.write_table(table)
-                    rows += batch.num_rows
-                    blo, bhi = _minmax(table, partition_column)
-                    lo = blo if lo is None or (blo is not None and blo < lo) else lo
-                    hi = bhi if hi is None or (bhi is not None and bhi > hi) else hi
-                    if rows >= next_report:
-                        log.info("lake %s/%s: %d rows, %d bytes written", dataset, partition, rows, sink.size)
-                        next_report += progress_every_rows
+                    pending.append(batch)
+                    pending_rows += batch.num_rows
+                    if pending_rows >= row_group_rows:
+                        flush(writer)
+                if pending or rows == 0:
+                    flush(writer)
         file_hash = sink.sha.hexdigest()
         manifest = Manifest(
             dataset=dataset,

@@ -53,7 +53,7 @@ def describe(cursor: Any, query: str, params: Sequence[Any]) -> pa.Schema:
 
 
 def copy_batches(
-    conn: Any, query: str, params: Sequence[Any], *, block_size: int = 8 << 20
+    conn: Any, query: str, params: Sequence[Any], *, block_size: int = 2 << 20
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Start ``COPY (query) TO STDOUT`` and return the result's schema and a stream of its batches.
 
