@@ -128,12 +128,17 @@ def worker(method: str, dsn: str, out_dir: Path) -> dict:
     }
 
 
-def run_method(method: str, dsn: str) -> dict:
+def run_method(method: str, dsn: str, memory_limit_gb: float) -> dict:
+    def limit() -> None:  # a method that needs more fails with MemoryError instead of swapping the machine
+        cap = int(memory_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-") as tmp:
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", method, "--dsn", dsn, "--tmp", tmp],
             capture_output=True,
             text=True,
+            preexec_fn=limit,
         )
     if proc.returncode != 0:
         return {"method": method, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}

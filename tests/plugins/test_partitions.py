@@ -43,3 +43,20 @@ def test_nightly_run_uses_its_data_interval_start_in_utc():
 def test_no_way_to_tell_asks_for_the_param():
     with pytest.raises(ValueError, match="partition_date"):
         resolve_partitions({"params": {}})
+
+
+def test_nightly_and_backfill_runs_cover_each_day_exactly_once():
+    """Backfills (CLI or REST) create runs with the timetable's scheduled data intervals, as the nightly
+    schedule does; each such interval resolves to its own day's partition."""
+    from airflow.timetables.base import DataInterval, TimeRestriction
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    timetable = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+    restriction = TimeRestriction(earliest=pendulum.datetime(2024, 3, 1, tz="UTC"),
+                                  latest=pendulum.datetime(2024, 3, 5, tz="UTC"), catchup=True)
+    last: DataInterval | None = None
+    partitions = []
+    while (info := timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)):
+        partitions += resolve_partitions({"params": {}, "data_interval_start": info.data_interval.start})
+        last = info.data_interval
+    assert partitions == ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
