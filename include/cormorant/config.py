@@ -80,3 +80,61 @@ def embedded_environment(home: Path, *, specs_dir: Path | None = None) -> dict[s
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "DO_NOT_TRACK": "true",
     }
+
+
+def _json(env: Mapping[str, str], name: str, default: object) -> object:
+    import json
+
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} must be JSON; found {raw!r}: {e}") from e
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """Where and how trial pods run (``CORMORANT_K8S_*`` variables); secrets are referenced by name only."""
+
+    image: str
+    namespace: str
+    service_account: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, object]]
+    affinity: dict[str, object]
+    gpu_resource: str
+    gpu_type_label: str
+    mlflow_secret: str
+    storage_secret: str
+    pool: str
+    startup_timeout_s: int
+    schedule_timeout_s: int
+    run_as_user: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KubernetesSettings:
+        env = os.environ if env is None else env
+        return cls(
+            image=env.get("CORMORANT_TRAINER_IMAGE", "ghcr.io/cormorant/trainer:0.1.0"),
+            namespace=env.get("CORMORANT_K8S_NAMESPACE", "cormorant"),
+            service_account=env.get("CORMORANT_K8S_SERVICE_ACCOUNT", "cormorant-trainer"),
+            node_selector=_json(env, "CORMORANT_K8S_NODE_SELECTOR", {}),  # type: ignore[arg-type]
+            tolerations=_json(
+                env,
+                "CORMORANT_K8S_TOLERATIONS",
+                [  # type: ignore[arg-type]
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+            ),
+            affinity=_json(env, "CORMORANT_K8S_AFFINITY", {}),  # type: ignore[arg-type]
+            gpu_resource=env.get("CORMORANT_K8S_GPU_RESOURCE", "nvidia.com/gpu"),
+            gpu_type_label=env.get("CORMORANT_K8S_GPU_TYPE_LABEL", "nvidia.com/gpu.product"),
+            mlflow_secret=env.get("CORMORANT_K8S_MLFLOW_SECRET", "cormorant-mlflow"),
+            storage_secret=env.get("CORMORANT_K8S_STORAGE_SECRET", "cormorant-lake"),
+            pool=env.get("CORMORANT_GPU_POOL", "cormorant_gpu"),
+            startup_timeout_s=int(env.get("CORMORANT_K8S_STARTUP_TIMEOUT_S", "600")),
+            schedule_timeout_s=int(env.get("CORMORANT_K8S_SCHEDULE_TIMEOUT_S", "1800")),
+            run_as_user=int(env.get("CORMORANT_K8S_RUN_AS_USER", "50000")),
+        )

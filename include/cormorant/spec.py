@@ -141,6 +141,23 @@ class ValidationSpec(_Strict):
     columns: dict[str, ColumnRule] = Field(default_factory=dict)
 
 
+class TrialResources(_Strict):
+    """What one trial pod asks Kubernetes for (the local backend ignores it)."""
+
+    cpu: str = "2"
+    memory: str = "8Gi"
+    gpus: Annotated[int, Field(ge=0, le=16)] = 0
+    gpu_type: str | None = None  # matched against the node label named by CORMORANT_K8S_GPU_TYPE_LABEL
+
+
+def _default_resources() -> dict[str, TrialResources]:
+    return {
+        "linear": TrialResources(cpu="2", memory="4Gi"),
+        "xgboost": TrialResources(gpus=1),
+        "mlp": TrialResources(gpus=1),
+    }
+
+
 class TrainingSpec(_Strict):
     window_days: Annotated[int, Field(ge=1, le=366)] = 7
     holdout_days: Annotated[int, Field(ge=1, le=30)] = 1
@@ -150,6 +167,7 @@ class TrainingSpec(_Strict):
     seed: int = 42
     search_space: dict[str, dict[str, list[Any]]]
     max_trials_per_family: Annotated[int, Field(ge=1, le=100)] = 4
+    resources: dict[str, TrialResources] = Field(default_factory=_default_resources)
 
     @field_validator("search_space")
     @classmethod

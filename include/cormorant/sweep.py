@@ -18,7 +18,7 @@ from typing import Any
 
 from cormorant import __version__
 from cormorant.lake import Lake
-from cormorant.spec import FAMILIES, ModelSpec
+from cormorant.spec import FAMILIES, ModelSpec, TrialResources
 from cormorant.trainer import Trial
 from cormorant.validation import validation_report_key
 from cormorant.warehouse import raw_dataset
@@ -132,6 +132,7 @@ def plan_sweep(
                 sweep_key=sweep_key,
                 parent_run_id=parent_run_id,
                 manifest_hashes=ready,
+                resources=cfg.resources.get(family, TrialResources()).model_dump(),
             )
         )
         for family in chosen

@@ -45,6 +45,7 @@ class Trial:
     sweep_key: str = ""
     parent_run_id: str | None = None
     manifest_hashes: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # for the pod; the trainer ignores it
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trial:

@@ -155,12 +155,18 @@ def build_spec_dags(spec: ModelSpec, spec_path: Path, *, trial_backend: str = "l
         "Sweep model families with k-fold CV, register the best as ONNX, promote it if it wins.",
     ) as dag:
         plan = SweepPlanOperator(task_id="plan_sweep", spec_path=path)
-        trials = SweepTrialOperator.partial(
-            task_id="trial",
-            spec_path=path,
-            backend=trial_backend,
-            max_active_tis_per_dag=4,
-        ).expand(trial=plan.output)
+        if trial_backend == "kubernetes":
+            from cormorant.config import KubernetesSettings
+            from cormorant_provider.operators.kubernetes import KubernetesTrialOperator
+
+            # The pool caps the GPU pods running at once (create it: airflow pools set cormorant_gpu 4 ...).
+            trials = KubernetesTrialOperator.partial(
+                task_id="trial", spec_name=spec.name, pool=KubernetesSettings.from_env().pool
+            ).expand(trial=plan.output)
+        else:
+            trials = SweepTrialOperator.partial(
+                task_id="trial", spec_path=path, backend=trial_backend, max_active_tis_per_dag=4
+            ).expand(trial=plan.output)
         RegisterAndPromoteOperator(
             task_id="register_and_promote",
             spec_path=path,

@@ -174,3 +174,25 @@ print(json.dumps({{"dags": sorted(bag.dag_ids), "errors": bag.import_errors}}))
     assert not [d for d in result["dags"] if "fraud" in d]
     (error,) = result["errors"].values()
     assert "fraud.yaml" in error and "training.metric 'accuracy_score'" in error
+
+
+def test_kubernetes_backend_runs_trials_as_pods_in_the_gpu_pool():
+    probe = f"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag({str(DAGS)!r})
+trial = bag.dags["churn__train"].task_dict["trial"]
+print(json.dumps({{"errors": list(bag.import_errors), "class": trial.operator_class.__name__
+                  if hasattr(trial, "operator_class") else type(trial).__name__,
+                  "pool": trial.partial_kwargs.get("pool")}}))
+"""
+    env = {**os.environ, "CORMORANT_TRIAL_BACKEND": "kubernetes"}
+    out = (
+        subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    result = json.loads(out)
+    assert result["errors"] == []
+    assert result["class"] == "KubernetesTrialOperator"
+    assert result["pool"] == "cormorant_gpu"

@@ -52,11 +52,14 @@ def test_nightly_and_backfill_runs_cover_each_day_exactly_once():
     from airflow.timetables.interval import CronDataIntervalTimetable
 
     timetable = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
-    restriction = TimeRestriction(earliest=pendulum.datetime(2024, 3, 1, tz="UTC"),
-                                  latest=pendulum.datetime(2024, 3, 5, tz="UTC"), catchup=True)
+    restriction = TimeRestriction(
+        earliest=pendulum.datetime(2024, 3, 1, tz="UTC"),
+        latest=pendulum.datetime(2024, 3, 5, tz="UTC"),
+        catchup=True,
+    )
     last: DataInterval | None = None
     partitions = []
-    while (info := timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)):
+    while info := timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction):
         partitions += resolve_partitions({"params": {}, "data_interval_start": info.data_interval.start})
         last = info.data_interval
     assert partitions == ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]

@@ -1,0 +1,111 @@
+"""The trial pod as the cncf.kubernetes provider would submit it (no cluster runs here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cormorant.config import KubernetesSettings
+from cormorant_provider.operators.kubernetes import KubernetesTrialOperator
+
+TRIAL = {
+    "trial_id": "xgboost-0",
+    "family": "xgboost",
+    "params": {"max_depth": 3},
+    "train_partitions": ["2024-03-01"],
+    "holdout_partitions": ["2024-03-02"],
+    "folds": 3,
+    "seed": 7,
+    "sweep_key": "abc123",
+    "parent_run_id": "run-1",
+    "manifest_hashes": {},
+    "resources": {"cpu": "4", "memory": "16Gi", "gpus": 2, "gpu_type": "NVIDIA-H100-80GB-HBM3"},
+}
+ENV = {
+    "CORMORANT_TRAINER_IMAGE": "registry.example.com/cormorant/trainer:1.2.3",
+    "CORMORANT_K8S_NAMESPACE": "ml",
+    "CORMORANT_K8S_NODE_SELECTOR": json.dumps({"pool": "gpu"}),
+    "CORMORANT_K8S_TOLERATIONS": json.dumps(
+        [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    ),
+}
+
+
+def _pod(trial):
+    op = KubernetesTrialOperator(
+        task_id="trial", spec_name="churn", trial=trial, settings=KubernetesSettings.from_env(ENV)
+    )
+    op.shape_for_trial()
+    return op, op.build_pod_request_obj(dry_run=True)
+
+
+def _main(pod):
+    return next(c for c in pod.spec.containers if c.name == "base")
+
+
+def test_gpu_trial_asks_for_its_gpus_on_the_right_nodes():
+    op, pod = _pod(TRIAL)
+    main = _main(pod)
+    assert main.resources.limits == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "2"}
+    assert main.resources.requests["nvidia.com/gpu"] == "2"
+    assert pod.spec.node_selector == {"pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert [(t.key, t.effect) for t in pod.spec.tolerations] == [("nvidia.com/gpu", "NoSchedule")]
+    assert pod.metadata.namespace == "ml"
+    assert op.pool == "cormorant_gpu"
+
+
+def test_cpu_trial_takes_no_gpu_and_no_gpu_toleration():
+    _, pod = _pod(
+        {**TRIAL, "family": "linear", "trial_id": "linear-0", "resources": {"cpu": "2", "memory": "4Gi"}}
+    )
+    main = _main(pod)
+    assert "nvidia.com/gpu" not in main.resources.limits
+    assert not [t for t in (pod.spec.tolerations or []) if "gpu" in t.key]
+    assert pod.spec.node_selector == {"pool": "gpu"} or "nvidia.com/gpu.product" not in pod.spec.node_selector
+
+
+def test_pod_runs_the_trainer_cli_from_the_configured_image():
+    _, pod = _pod(TRIAL)
+    main = _main(pod)
+    assert main.image == "registry.example.com/cormorant/trainer:1.2.3"
+    assert main.command == ["python", "-m", "cormorant.trainer"]
+    assert main.args[:2] == ["--spec", "/opt/airflow/include/specs/churn.yaml"]
+    assert json.loads(main.args[3]) == TRIAL
+    assert main.args[4:] == ["--output", "/airflow/xcom/return.json"]
+
+
+def test_credentials_come_from_secrets_by_reference_only():
+    _, pod = _pod(TRIAL)
+    main = _main(pod)
+    assert sorted(e.secret_ref.name for e in main.env_from) == ["cormorant-lake", "cormorant-mlflow"]
+    rendered = json.dumps(pod.to_dict(), default=str)
+    for word in ("AWS_SECRET_ACCESS_KEY", "password", "MLFLOW_TRACKING_TOKEN"):
+        assert word not in rendered
+
+
+def test_pod_runs_as_non_root_without_privileges():
+    _, pod = _pod(TRIAL)
+    assert pod.spec.security_context.run_as_non_root is True
+    assert pod.spec.security_context.run_as_user == 50000
+    main = _main(pod)
+    assert main.security_context.allow_privilege_escalation is False
+    assert main.security_context.capabilities.drop == ["ALL"]
+    assert pod.spec.service_account_name == "cormorant-trainer"
+
+
+def test_result_returns_through_the_xcom_sidecar_and_labels_find_the_pod():
+    op, pod = _pod(TRIAL)
+    assert any(c.name == "airflow-xcom-sidecar" for c in pod.spec.containers)
+    labels = pod.metadata.labels
+    assert labels["cormorant/trial"] == "xgboost-0"
+    assert labels["cormorant/sweep"] == "abc123"
+    assert labels["cormorant/family"] == "xgboost"
+    assert op.on_finish_action.value == "delete_pod"
+    assert op.startup_timeout_seconds == 600
+    assert op.schedule_timeout_seconds == 1800
+
+
+def test_malformed_deployment_setting_names_the_variable():
+    with pytest.raises(ValueError, match="CORMORANT_K8S_TOLERATIONS must be JSON"):
+        KubernetesSettings.from_env({"CORMORANT_K8S_TOLERATIONS": "[{oops"})
