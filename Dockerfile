@@ -20,3 +20,16 @@ ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airflow/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     CORMORANT_SPECS_DIR=/opt/airflow/include/specs
+
+# The trainer image (docker build --target trainer -t cormorant-trainer:0.1.0 .): the trainer CLI with
+# CUDA-enabled torch and xgboost, no Airflow. The GPU comes from the node (NVIDIA container runtime).
+FROM python:${PYTHON_VERSION}-slim AS trainer
+RUN useradd --uid 50000 --gid 0 --create-home trainer
+WORKDIR /opt/airflow
+COPY requirements-trainer.txt constraints.txt pyproject.toml README.md ./
+RUN pip install --no-cache-dir -r requirements-trainer.txt -c constraints.txt
+COPY include/ include/
+RUN pip install --no-cache-dir --no-deps -e .
+USER 50000
+ENV PYTHONUNBUFFERED=1
+CMD ["python", "-m", "cormorant.trainer", "--help"]

@@ -23,6 +23,7 @@ from cormorant.config import embedded_environment  # noqa: E402
 HOME = Path(tempfile.mkdtemp(prefix="cormorant-tests-"))
 (HOME / "airflow").mkdir()
 os.environ.update(embedded_environment(HOME))
+os.environ["CORMORANT_TRIAL_RETRY_DELAY_S"] = "1"  # failing-trial tests retry at once
 EXAMPLE_SPEC = ROOT / "include" / "specs" / "churn.yaml"
 
 

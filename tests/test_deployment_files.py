@@ -65,3 +65,21 @@ def test_requirements_are_pinned_exactly():
             line = line.split("#")[0].strip()
             if line:
                 assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+\-]+", line), f"{name}: {line}"
+
+
+def test_trainer_image_needs_only_what_the_trainer_imports():
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert "AS trainer" in dockerfile
+    runtime = dict(
+        line.split("==")
+        for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    trainer = dict(
+        line.split("==")
+        for line in (PROJECT_ROOT / "requirements-trainer.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert not [name for name in trainer if name.startswith("apache-airflow")]
+    for name, version in trainer.items():
+        assert runtime.get(name) == version, f"{name} is pinned differently from requirements.txt"

@@ -28,6 +28,7 @@ class Settings:
     mlflow_tracking_uri: str
     mlflow_artifact_uri: str
     trial_backend: str
+    trial_retry_delay_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +50,7 @@ class Settings:
             mlflow_artifact_uri=env.get("CORMORANT_MLFLOW_ARTIFACT_URI")
             or (home / "mlflow" / "artifacts").as_uri(),
             trial_backend=backend,
+            trial_retry_delay_s=int(env.get("CORMORANT_TRIAL_RETRY_DELAY_S", "60")),
         )
 
 

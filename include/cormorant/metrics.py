@@ -53,10 +53,40 @@ def is_improvement(
     return delta > min_improvement
 
 
+# Simpler first: the one-standard-error rule prefers the earlier family among near-equals.
+FAMILY_COMPLEXITY = {"linear": 0, "xgboost": 1, "mlp": 2}
+
+
 def select_best(results: Sequence[dict[str, Any]], *, higher_is_better: bool) -> dict[str, Any]:
-    """The successful trial with the best mean CV metric (ties: the smaller std, then the trial id)."""
+    """Pick a trial with the one-standard-error rule.
+
+    Find the trial with the best mean CV metric; its standard error is ``std / sqrt(folds)``. Every
+    successful trial whose mean is within one standard error of that best is a candidate, and the
+    simplest candidate wins (linear < xgboost < mlp; then the better mean, then the trial id). The
+    returned trial carries ``selection`` explaining the choice.
+    """
+    import math
+
     ok = [r for r in results if r and r.get("status") == "ok"]
     if not ok:
         raise ValueError(f"no trial succeeded out of {len(results)}; see the trial task logs")
     sign = -1.0 if higher_is_better else 1.0
-    return min(ok, key=lambda r: (sign * r["cv_mean"], r["cv_std"], r["trial_id"]))
+    best = min(ok, key=lambda r: (sign * r["cv_mean"], r["cv_std"], r["trial_id"]))
+    folds = max(len(best.get("cv_folds") or []), 1)
+    standard_error = (best.get("cv_std") or 0.0) / math.sqrt(folds)
+    if math.isnan(standard_error):
+        standard_error = 0.0
+    near = [r for r in ok if sign * (r["cv_mean"] - best["cv_mean"]) <= standard_error + 1e-12]
+    chosen = min(
+        near, key=lambda r: (FAMILY_COMPLEXITY.get(r["family"], 99), sign * r["cv_mean"], r["trial_id"])
+    )
+    return {
+        **chosen,
+        "selection": {
+            "rule": "one standard error",
+            "best_trial": best["trial_id"],
+            "best_mean": best["cv_mean"],
+            "standard_error": standard_error,
+            "candidates": sorted(r["trial_id"] for r in near),
+        },
+    }

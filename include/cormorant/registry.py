@@ -71,7 +71,8 @@ def register_and_promote(
     client = MlflowClient()
     name = spec.registered_model_name
     best = select_best(results, higher_is_better=spec.metric_higher_is_better)
-    failed = [r.get("trial_id") for r in results if not r or r.get("status") != "ok"]
+    succeeded = {r["trial_id"] for r in results if r and r.get("status") == "ok"}
+    failed = sorted(set(plan.get("trial_ids") or []) - succeeded)
     tags = {
         "cormorant.spec": spec.name,
         "cormorant.sweep_key": plan["sweep_key"],
@@ -149,5 +150,6 @@ def register_and_promote(
         "champion_holdout_metric": champion_metric,
         "run_id": best["run_id"],
         "failed_trials": failed,
+        "selection": best.get("selection"),
         "trials": len(results),
     }

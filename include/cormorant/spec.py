@@ -49,6 +49,11 @@ FAMILY_PARAMS: dict[str, dict[str, type]] = {
 FAMILIES = tuple(FAMILY_PARAMS)
 
 
+def experiment_name(spec_name: str) -> str:
+    """The MLflow experiment of a spec's sweeps."""
+    return f"cormorant/{spec_name}"
+
+
 class SpecError(ValueError):
     """A spec file is malformed; the message names the file and the field."""
 
@@ -291,7 +296,7 @@ class ModelSpec(_Strict):
 
     @property
     def experiment_name(self) -> str:
-        return f"cormorant/{self.name}"
+        return experiment_name(self.name)
 
     @cached_property
     def fingerprint(self) -> str:

@@ -74,6 +74,24 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
     return ready
 
 
+def trial_cache_key(spec: ModelSpec, trial: dict[str, Any]) -> str:
+    """What makes two trials the same: data (manifest hashes), trainer version, spec, family, params, CV."""
+    keyed = {
+        k: trial[k]
+        for k in (
+            "family",
+            "params",
+            "train_partitions",
+            "holdout_partitions",
+            "folds",
+            "seed",
+            "manifest_hashes",
+        )
+    }
+    payload = {"trial": keyed, "trainer": __version__, "spec": spec.fingerprint}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def plan_sweep(
     spec: ModelSpec,
     lake: Lake,
@@ -138,6 +156,8 @@ def plan_sweep(
         for family in chosen
         for i, params in enumerate(p for f, p in points if f == family)
     ]
+    for trial in trials:
+        trial["cache_key"] = trial_cache_key(spec, trial)
     log.info(
         "sweep %s: %d trials over %d training and %d holdout partitions (key %s)",
         spec.name,

@@ -78,6 +78,30 @@ def finish_sweep_run(settings: Settings, run_id: str, summary: dict[str, object]
         value = summary.get(key)
         if isinstance(value, (int, float)):
             client.log_metric(run_id, f"best_{key}", float(value))
-    for key in ("best_trial", "family", "version", "promoted", "champion_version"):
+    for key in ("best_trial", "family", "version", "promoted", "champion_version", "failed_trials"):
         client.set_tag(run_id, f"cormorant.{key}", str(summary.get(key)))
     client.set_terminated(run_id, "FINISHED")
+
+
+def find_cached_trial(experiment_name: str, settings: Settings, cache_key: str) -> dict[str, object] | None:
+    """The result of a finished trial run with the same cache key, or None (trial caching)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not cache_key:
+        return None
+    configure(settings)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`cormorant.cache_key` = '{cache_key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    result = mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/result.json")
+    return {**result, "cached": True}

@@ -46,6 +46,7 @@ class Trial:
     parent_run_id: str | None = None
     manifest_hashes: dict[str, str] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)  # for the pod; the trainer ignores it
+    cache_key: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trial:
@@ -119,6 +120,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
             "cormorant.spec_fingerprint": spec.fingerprint,
             "cormorant.trainer_version": __version__,
             "cormorant.device": device,
+            "cormorant.cache_key": trial.cache_key,
         },
     ) as run:
         mlflow.log_params({**trial.params, "family": trial.family, "folds": trial.folds, "seed": trial.seed})
@@ -177,22 +179,23 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         info = mlflow.onnx.log_model(onnx_model, name="model")
         seconds = time.monotonic() - started
         mlflow.log_metric("trial_seconds", seconds)
-    result = {
-        "trial_id": trial.trial_id,
-        "family": trial.family,
-        "params": trial.params,
-        "status": "ok",
-        "run_id": run.info.run_id,
-        "model_uri": info.model_uri,
-        "metric": metric,
-        "cv_mean": cv_mean,
-        "cv_std": cv_std,
-        "cv_folds": fold_scores,
-        "holdout_metric": holdout_metric,
-        "onnx_parity": parity,
-        "device": device,
-        "seconds": round(seconds, 2),
-    }
+        result = {
+            "trial_id": trial.trial_id,
+            "family": trial.family,
+            "params": trial.params,
+            "status": "ok",
+            "run_id": run.info.run_id,
+            "model_uri": info.model_uri,
+            "metric": metric,
+            "cv_mean": cv_mean,
+            "cv_std": cv_std,
+            "cv_folds": fold_scores,
+            "holdout_metric": holdout_metric,
+            "onnx_parity": parity,
+            "device": device,
+            "seconds": round(seconds, 2),
+        }
+        mlflow.log_dict(result, "result.json")  # what a cache hit returns
     log.info(
         "trial %s: cv %s %.4f ± %.4f, holdout %.4f (%.1fs)",
         trial.trial_id,

@@ -67,7 +67,7 @@ def _to_arrow(name: str, values: Sequence[Any]) -> pa.Array:
         raise SourceSchemaError(
             f"source column {name!r}: expected {usual} values, found {type(odd).__name__} {odd!r}"
         ) from e
-    return array.cast(pa.string()) if pa.types.is_null(array.type) else array
+    return array  # an all-null column stays null-typed; lake_schema and conform give it its type
 
 
 def _cast(name: str, array: pa.Array, target: pa.DataType) -> pa.Array:
@@ -120,25 +120,12 @@ def cursor_batches(
     stream = fetch()
     first = next(stream, None)
     if first is None:
-        return pa.schema([(c, pa.string()) for c in columns]), iter(())
+        return pa.schema([(c, pa.null()) for c in columns]), iter(())  # typed by the spec or as text
     schema = first.schema
 
     def chained() -> Iterator[pa.RecordBatch]:
         yield first
-        for batch in stream:  # a later batch may type a column the first saw only as nulls
-            yield (
-                batch
-                if batch.schema.equals(schema)
-                else pa.RecordBatch.from_arrays(
-                    [
-                        _cast(f.name, batch.column(f.name), f.type)
-                        if not pa.types.is_null(f.type)
-                        else batch.column(f.name)
-                        for f in schema
-                    ],
-                    schema=schema,
-                )
-            )
+        yield from stream  # batches may differ in types (nulls, SQLite's dynamic typing): conform() casts
 
     return schema, chained()
 

@@ -76,7 +76,9 @@ def _asset_or_cron(spec: ModelSpec, stage: str, upstream: str) -> AssetOrTimeSch
     return AssetOrTimeSchedule(timetable=_cron(cron), assets=spec_asset(spec.name, upstream))
 
 
-def build_spec_dags(spec: ModelSpec, spec_path: Path, *, trial_backend: str = "local") -> dict[str, DAG]:
+def build_spec_dags(
+    spec: ModelSpec, spec_path: Path, *, trial_backend: str = "local", trial_retry_delay_s: int = 60
+) -> dict[str, DAG]:
     """The five DAGs of one spec, keyed by dag_id."""
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.providers.standard.operators.python import ShortCircuitOperator
@@ -161,11 +163,19 @@ def build_spec_dags(spec: ModelSpec, spec_path: Path, *, trial_backend: str = "l
 
             # The pool caps the GPU pods running at once (create it: airflow pools set cormorant_gpu 4 ...).
             trials = KubernetesTrialOperator.partial(
-                task_id="trial", spec_name=spec.name, pool=KubernetesSettings.from_env().pool
+                task_id="trial",
+                spec_name=spec.name,
+                pool=KubernetesSettings.from_env().pool,
+                retry_delay=timedelta(seconds=trial_retry_delay_s),
             ).expand(trial=plan.output)
         else:
             trials = SweepTrialOperator.partial(
-                task_id="trial", spec_path=path, backend=trial_backend, max_active_tis_per_dag=4
+                task_id="trial",
+                spec_path=path,
+                backend=trial_backend,
+                max_active_tis_per_dag=4,
+                retry_delay=timedelta(seconds=trial_retry_delay_s),
+                retry_exponential_backoff=False,
             ).expand(trial=plan.output)
         RegisterAndPromoteOperator(
             task_id="register_and_promote",
@@ -231,5 +241,12 @@ def load_dags(specs_dir: Path | str | None = None) -> dict[str, DAG]:
             broken.spec_error = spec
             dags[broken.dag_id] = broken
             continue
-        dags.update(build_spec_dags(spec, path, trial_backend=settings.trial_backend))
+        dags.update(
+            build_spec_dags(
+                spec,
+                path,
+                trial_backend=settings.trial_backend,
+                trial_retry_delay_s=settings.trial_retry_delay_s,
+            )
+        )
     return dags

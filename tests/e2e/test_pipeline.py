@@ -101,6 +101,23 @@ def test_registered_version_holds_the_champion_alias(runner, client, example_spe
     assert float(champion.tags["holdout_roc_auc"]) > 0.6
 
 
+def test_rerunning_an_unchanged_sweep_launches_no_trial(runner, client, example_spec):
+    experiment = client.get_experiment_by_name(example_spec.experiment_name)
+
+    def trial_runs():
+        return client.search_runs([experiment.experiment_id], "tags.`cormorant.trial_id` != ''")
+
+    before = {r.info.run_id for r in trial_runs()}
+    versions = _versions(client, example_spec)
+    rerun = runner.run("train", D2)
+    assert rerun.succeeded
+    assert {r.info.run_id for r in trial_runs()} == before  # every trial reused, no trainer launched
+    assert _versions(client, example_spec) == versions  # the same sweep registers nothing new
+    assert (
+        str(client.get_model_version_by_alias(example_spec.registered_model_name, "champion").version) == "1"
+    )
+
+
 def test_predictions_cover_every_input_row_with_the_model_version(runner, lake, example_spec):
     raw = lake.require(raw_dataset(example_spec), D2)
     predictions = lake.read(predictions_dataset(example_spec), D2)

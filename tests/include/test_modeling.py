@@ -94,10 +94,48 @@ def test_promotion_rule(candidate, incumbent, higher, margin, expected):
     assert is_improvement(candidate, incumbent, higher_is_better=higher, min_improvement=margin) is expected
 
 
+def _trial(trial_id, family, mean, std, folds=4):
+    return {
+        "trial_id": trial_id,
+        "family": family,
+        "status": "ok",
+        "cv_mean": mean,
+        "cv_std": std,
+        "cv_folds": [mean] * folds,
+    }
+
+
+def test_one_standard_error_rule_prefers_the_simplest_near_best_model():
+    results = [
+        _trial("mlp-0", "mlp", 0.810, 0.02),
+        _trial("xgboost-0", "xgboost", 0.805, 0.01),
+        _trial("linear-0", "linear", 0.780, 0.01),
+    ]
+    chosen = select_best(results, higher_is_better=True)  # SE of the best = 0.02 / 2 = 0.01
+    assert chosen["trial_id"] == "xgboost-0"
+    assert chosen["selection"]["best_trial"] == "mlp-0"
+    assert chosen["selection"]["candidates"] == ["mlp-0", "xgboost-0"]
+    assert (
+        select_best([*results[:2], _trial("linear-1", "linear", 0.801, 0.01)], higher_is_better=True)[
+            "trial_id"
+        ]
+        == "linear-1"
+    )
+
+
+def test_one_standard_error_rule_for_errors_where_lower_is_better():
+    results = [_trial("mlp-0", "mlp", 1.00, 0.2), _trial("linear-0", "linear", 1.09, 0.1)]
+    assert select_best(results, higher_is_better=False)["trial_id"] == "linear-0"
+    assert (
+        select_best([results[0], _trial("linear-1", "linear", 1.2, 0.1)], higher_is_better=False)["trial_id"]
+        == "mlp-0"
+    )
+
+
 def test_select_best_ignores_failed_trials_and_respects_direction():
     results = [
-        {"trial_id": "a", "status": "ok", "cv_mean": 0.7, "cv_std": 0.01},
-        {"trial_id": "b", "status": "ok", "cv_mean": 0.8, "cv_std": 0.02},
+        {"trial_id": "a", "family": "xgboost", "status": "ok", "cv_mean": 0.7, "cv_std": 0.01},
+        {"trial_id": "b", "family": "xgboost", "status": "ok", "cv_mean": 0.8, "cv_std": 0.02},
         {"trial_id": "c", "status": "failed"},
         None,
     ]
@@ -156,3 +194,28 @@ def test_regression_export_matches_native(example_spec, frames):
         )
         native = families.predict_score(trained, pre.transform(held_out))
         assert np.max(np.abs(exported - native) / np.maximum(1, np.abs(native))) <= 1e-4, family
+
+
+def test_trial_cache_key_changes_with_data_params_and_trainer_inputs(example_spec):
+    from cormorant.sweep import trial_cache_key
+
+    trial = {
+        "family": "xgboost",
+        "params": {"max_depth": 3},
+        "train_partitions": ["2024-03-01"],
+        "holdout_partitions": ["2024-03-02"],
+        "folds": 3,
+        "seed": 7,
+        "manifest_hashes": {"2024-03-01": "a"},
+        "trial_id": "xgboost-0",
+        "parent_run_id": "p1",
+    }
+    key = trial_cache_key(example_spec, trial)
+    assert trial_cache_key(example_spec, {**trial, "parent_run_id": "p2", "trial_id": "x"}) == key
+    for change in (
+        {"params": {"max_depth": 4}},
+        {"manifest_hashes": {"2024-03-01": "b"}},
+        {"folds": 4},
+        {"holdout_partitions": ["2024-03-03"]},
+    ):
+        assert trial_cache_key(example_spec, {**trial, **change}) != key

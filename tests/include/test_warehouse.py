@@ -99,3 +99,15 @@ def test_unreadable_column_is_named_in_the_error(warehouse, example_spec, lake):
     ):
         extract_partition(lambda: sqlite3.connect(warehouse), example_spec, "2024-03-01", lake)
     assert lake.partitions(raw_dataset(example_spec)) == []
+
+
+def test_all_null_column_and_empty_day_keep_the_spec_types(warehouse, example_spec, lake):
+    extract_partition(lambda: sqlite3.connect(warehouse), example_spec, "2024-03-01", lake)
+    with sqlite3.connect(warehouse) as conn:
+        conn.execute("UPDATE customer_activity SET usage_gb = NULL WHERE event_ts >= '2024-03-02'")
+    nulls = extract_partition(lambda: sqlite3.connect(warehouse), example_spec, "2024-03-02", lake)
+    assert {"name": "usage_gb", "type": "double"} in nulls.schema
+    empty = extract_partition(lambda: sqlite3.connect(warehouse), example_spec, "2024-03-09", lake)
+    assert empty.row_count == 0
+    assert {"name": "monthly_charges", "type": "double"} in empty.schema
+    assert lake.read(raw_dataset(example_spec), "2024-03-09").num_rows == 0

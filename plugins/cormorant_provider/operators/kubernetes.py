@@ -128,6 +128,11 @@ class KubernetesTrialOperator(KubernetesPodOperator):
         }
 
     def execute(self, context: Context) -> Any:
+        from cormorant_provider.operators.sweep import cached_trial_result
+
+        cached = cached_trial_result(self, self.spec_name, self.trial)
+        if cached is not None:
+            return cached
         self.shape_for_trial()
         self.log.info(
             "Trial %s (%s) as a pod in %s with %s",

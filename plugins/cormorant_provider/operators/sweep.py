@@ -20,6 +20,24 @@ if TYPE_CHECKING:
 TRIAL_BACKENDS = ("local",)
 
 
+def cached_trial_result(operator: Any, spec_name: str, trial: dict[str, Any]) -> dict[str, Any] | None:
+    """Trial caching: the result of a finished MLflow run with the same inputs, so nothing is launched."""
+    from cormorant.config import Settings
+    from cormorant.spec import experiment_name
+    from cormorant.tracking import find_cached_trial
+
+    found = find_cached_trial(experiment_name(spec_name), Settings.from_env(), trial.get("cache_key", ""))
+    if found is None:
+        return None
+    operator.log.info(
+        "Trial %s: inputs unchanged since MLflow run %s (cache key %s); reusing it, launching nothing",
+        trial["trial_id"],
+        found["run_id"],
+        trial["cache_key"],
+    )
+    return {**found, "trial_id": trial["trial_id"]}
+
+
 class SweepPlanOperator(CormorantOperator):
     """Plan a sweep over the training window ending at the run's partition.
 
@@ -63,7 +81,15 @@ class SweepPlanOperator(CormorantOperator):
         for trial in plan["trials"]:
             trial["parent_run_id"] = parent
         trials = plan.pop("trials")
-        context["ti"].xcom_push(key="plan", value={**plan, "end_partition": end, "parent_run_id": parent})
+        context["ti"].xcom_push(
+            key="plan",
+            value={
+                **plan,
+                "end_partition": end,
+                "parent_run_id": parent,
+                "trial_ids": [t["trial_id"] for t in trials],
+            },
+        )
         self.log.info(
             "Sweep %s: %d trials; window %s, holdout %s, parent run %s",
             plan["sweep_key"],
@@ -114,6 +140,9 @@ class SweepTrialOperator(CormorantOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
 
+        cached = cached_trial_result(self, self.spec.name, self.trial)
+        if cached is not None:
+            return cached
         with tempfile.TemporaryDirectory(prefix="cormorant-trial-") as tmp:
             output = Path(tmp) / "result.json"
             self.log.info(
