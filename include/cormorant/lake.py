@@ -120,6 +120,14 @@ def _minmax(table: pa.Table, column: str | None) -> tuple[Any, Any]:
     return result["min"].as_py(), result["max"].as_py()
 
 
+def _widen(lo: Any, hi: Any, table: pa.Table, column: str | None) -> tuple[Any, Any]:
+    """The running (min, max) of ``column`` widened by ``table``."""
+    tlo, thi = _minmax(table, column)
+    lo = tlo if lo is None or (tlo is not None and tlo < lo) else lo
+    hi = thi if hi is None or (thi is not None and thi > hi) else hi
+    return lo, hi
+
+
 class Lake:
     """A lake rooted at a local folder, ``file://`` URI or ``s3://`` URI (or an ObjectStoragePath)."""
 
@@ -172,9 +180,7 @@ class Lake:
             table = pa.Table.from_batches(pending, schema=schema)
             writer.write_table(table, row_group_size=max(pending_rows, 1))
             rows += table.num_rows
-            blo, bhi = _minmax(table, partition_column)
-            lo = blo if lo is None or (blo is not None and blo < lo) else lo
-            hi = bhi if hi is None or (bhi is not None and bhi > hi) else hi
+            lo, hi = _widen(lo, hi, table, partition_column)
             pending.clear()
             pending_rows = 0
             if rows >= next_report:
@@ -201,21 +207,40 @@ class Lake:
                         flush(writer)
                 if pending or rows == 0:
                     flush(writer)
-        file_hash = sink.sha.hexdigest()
+        files = [
+            {
+                "path": f"{attempt}/part-00000.parquet",
+                "rows": rows,
+                "bytes": sink.size,
+                "sha256": sink.sha.hexdigest(),
+            }
+        ]
+        return self._commit(
+            dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
+        )
+
+    def _commit(
+        self,
+        dataset: str,
+        partition: str,
+        attempt: str,
+        schema: pa.Schema,
+        files: list[dict[str, Any]],
+        bounds: tuple[Any, Any],
+        partition_column: str | None,
+        source: dict[str, Any] | None,
+        lineage: dict[str, Any] | None,
+    ) -> Manifest:
+        """Write the manifest (the commit), then remove older attempts of the partition."""
+        key = self.partition_key(dataset, partition)
+        lo, hi = bounds
         manifest = Manifest(
             dataset=dataset,
             partition=partition,
-            row_count=rows,
+            row_count=sum(f["rows"] for f in files),
             schema=[{"name": f.name, "type": str(f.type)} for f in schema],
-            files=[
-                {
-                    "path": f"{attempt}/part-00000.parquet",
-                    "rows": rows,
-                    "bytes": sink.size,
-                    "sha256": file_hash,
-                }
-            ],
-            content_hash=hashlib.sha256(file_hash.encode()).hexdigest(),
+            files=files,
+            content_hash=hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest(),
             partition_column=partition_column,
             partition_min=None if lo is None else str(lo),
             partition_max=None if hi is None else str(hi),
@@ -225,7 +250,11 @@ class Lake:
         write_bytes_atomic(self.path(f"{key}/{MANIFEST}"), manifest.to_json().encode())
         self._remove_other_attempts(key, keep=attempt)
         log.info(
-            "lake %s/%s committed: %d rows, content %s", dataset, partition, rows, manifest.content_hash[:12]
+            "lake %s/%s committed: %d rows, content %s",
+            dataset,
+            partition,
+            manifest.row_count,
+            manifest.content_hash[:12],
         )
         return manifest
 
@@ -258,9 +287,7 @@ class Lake:
                     f"lake {dataset}/{partition}: {path.name} has schema {table.schema}, not {schema}"
                 )
             schema = table.schema
-            blo, bhi = _minmax(table, partition_column)
-            lo = blo if lo is None or (blo is not None and blo < lo) else lo
-            hi = bhi if hi is None or (bhi is not None and bhi > hi) else hi
+            lo, hi = _widen(lo, hi, table, partition_column)
             rows += table.num_rows
             files.append(
                 {
@@ -272,22 +299,9 @@ class Lake:
             )
         if schema is None:
             raise FileNotFoundError(f"lake {dataset}/{partition}: no data files in {folder}")
-        manifest = Manifest(
-            dataset=dataset,
-            partition=partition,
-            row_count=rows,
-            schema=[{"name": f.name, "type": str(f.type)} for f in schema],
-            files=files,
-            content_hash=hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest(),
-            partition_column=partition_column,
-            partition_min=None if lo is None else str(lo),
-            partition_max=None if hi is None else str(hi),
-            source=source or {},
-            lineage=lineage or {},
+        return self._commit(
+            dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
         )
-        write_bytes_atomic(self.path(f"{key}/{MANIFEST}"), manifest.to_json().encode())
-        self._remove_other_attempts(key, keep=attempt)
-        return manifest
 
     def write_table(self, dataset: str, partition: str, table: pa.Table, **kwargs: Any) -> Manifest:
         """Commit an in-memory table as a partition (small outputs such as predictions)."""

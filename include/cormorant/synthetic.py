@@ -94,6 +94,20 @@ def drift_for(day: date, drift_start: date | None, strength: float = 1.0) -> flo
     return strength if drift_start is not None and day >= drift_start else 0.0
 
 
+def _create_table(table: str) -> list[str]:
+    return [
+        f"DROP TABLE IF EXISTS {table}",
+        f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in COLUMNS.items())})",
+    ]
+
+
+def _frames(
+    days: Iterable[date], seed: int, drift_start: date | None, strength: float
+) -> Iterable[tuple[date, pd.DataFrame]]:
+    for day in days:
+        yield day, generate_day(day, seed=seed, drift=drift_for(day, drift_start, strength))
+
+
 def seed_sqlite(
     path: Path | str,
     days: Iterable[date],
@@ -106,10 +120,9 @@ def seed_sqlite(
     """Create (or refill) the embedded warehouse; returns rows written per day (ISO date -> count)."""
     counts: dict[str, int] = {}
     with sqlite3.connect(path) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in COLUMNS.items())})")
-        for day in days:
-            frame = generate_day(day, seed=seed, drift=drift_for(day, drift_start, strength))
+        for statement in _create_table(table):
+            conn.execute(statement)
+        for day, frame in _frames(days, seed, drift_start, strength):
             conn.executemany(
                 f"INSERT INTO {table} VALUES ({', '.join('?' * len(COLUMNS))})",
                 frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None),
@@ -133,10 +146,9 @@ def seed_postgres(
 
     counts: dict[str, int] = {}
     with conn.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {table}")
-        cursor.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in COLUMNS.items())})")
-        for day in days:
-            frame = generate_day(day, seed=seed, drift=drift_for(day, drift_start, strength))
+        for statement in _create_table(table):
+            cursor.execute(statement)
+        for day, frame in _frames(days, seed, drift_start, strength):
             buffer = io.StringIO()
             frame.to_csv(buffer, index=False, header=False, na_rep="")
             buffer.seek(0)
