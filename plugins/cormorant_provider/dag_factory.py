@@ -17,7 +17,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param
 
-from cormorant.spec import FAMILIES, ModelSpec, SpecError, discover_specs
+from cormorant.spec import FAMILIES, QUALIFIED_IDENTIFIER, ModelSpec, SpecError, discover_specs
 from cormorant_provider.assets import spec_asset
 
 STAGES = ("ingest", "validate", "train", "predict", "drift")
@@ -102,10 +102,24 @@ def build_spec_dags(
         spec_path,
         "ingest",
         _cron(spec.schedules.ingest),
-        {},
+        {
+            "source_table": Param(
+                None,
+                type=["null", "string"],
+                pattern=QUALIFIED_IDENTIFIER.pattern,
+                title="Source table",
+                description="Read this table (same columns) instead of the spec's source, e.g. a corrected "
+                "staging copy. A plain identifier, optionally schema-qualified.",
+            )
+        },
         "Warehouse to lake: one Parquet partition per day, committed atomically.",
     ) as dag:
-        WarehouseToLakeOperator(task_id="warehouse_to_lake", spec_path=path, outlets=[asset["raw"]])
+        WarehouseToLakeOperator(
+            task_id="warehouse_to_lake",
+            spec_path=path,
+            outlets=[asset["raw"]],
+            source_table="{{ params.source_table }}",
+        )
     dags[dag.dag_id] = dag
 
     with _dag(

@@ -169,6 +169,11 @@ def test_run_triggered_with_valid_conf_succeeds_and_its_result_reads_back(airflo
     ("dag_id", "conf", "param"),
     [
         ("churn__ingest", {"partition_date": "yesterday"}, "partition_date"),
+        (
+            "churn__ingest",
+            {"source_table": "customer_activity; DROP TABLE customer_activity"},
+            "source_table",
+        ),
         ("churn__train", {"window_days": "seven"}, "window_days"),
         ("churn__train", {"folds": 50}, "folds"),
         ("churn__train", {"families": ["random_forest"]}, "families"),

@@ -83,3 +83,16 @@ def test_validation_operator_fails_without_retry_and_keeps_the_report(operator_e
     report = op.lake.read_json("churn/reports/validation/ds=2024-03-01/result.json")
     assert report["success"] is False
     assert context["outlet_events"][validated].extra == {}
+
+
+def test_source_table_param_reads_another_table_with_the_same_columns(operator_env):
+    with sqlite3.connect(operator_env / "w.db") as conn:
+        conn.execute("CREATE TABLE staging_activity AS SELECT * FROM customer_activity LIMIT 10")
+    op = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC, source_table="staging_activity")
+    op.__dict__["hook"] = SqliteTestHook(operator_env / "w.db")
+    refs = op.execute(_context("2024-03-01"))
+    assert refs[0]["rows"] == 10
+    assert "FROM staging_activity" in op.lake.require("churn/raw", "2024-03-01").source["query"]
+    bad = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC, source_table="x; DROP TABLE y")
+    with pytest.raises(ValueError, match="not a plain SQL identifier"):
+        bad.execute(_context("2024-03-01"))

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
     from airflow.sdk import Context
 
+    from cormorant.spec import ModelSpec
+
 
 class WarehouseToLakeOperator(CormorantOperator):
     """Copy the run's partition(s) of the spec's source table (or SQL) into the lake.
@@ -28,7 +30,12 @@ class WarehouseToLakeOperator(CormorantOperator):
     Parquet in the (S3) lake; any other DbApiHook is read with batched cursors.
     """
 
-    template_fields: Sequence[str] = (*CormorantOperator.template_fields, "conn_id", "redshift_iam_role")
+    template_fields: Sequence[str] = (
+        *CormorantOperator.template_fields,
+        "conn_id",
+        "redshift_iam_role",
+        "source_table",
+    )
 
     def __init__(
         self,
@@ -36,12 +43,28 @@ class WarehouseToLakeOperator(CormorantOperator):
         conn_id: str | None = None,
         batch_size: int = 50_000,
         redshift_iam_role: str | None = None,
+        source_table: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.batch_size = batch_size
         self.redshift_iam_role = redshift_iam_role
+        self.source_table = source_table
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        """The spec, reading ``source_table`` instead of its own source when one is given."""
+        spec = super().spec
+        if not self.source_table:
+            return spec
+        from cormorant.spec import QUALIFIED_IDENTIFIER
+
+        if not QUALIFIED_IDENTIFIER.match(self.source_table):
+            raise ValueError(f"source_table {self.source_table!r} is not a plain SQL identifier")
+        return spec.model_copy(
+            update={"source": spec.source.model_copy(update={"table": self.source_table, "sql": None})}
+        )
 
     @cached_property
     def hook(self) -> DbApiHook:
