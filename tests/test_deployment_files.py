@@ -44,7 +44,7 @@ def test_compose_writes_no_credentials(compose):
                 assert password.startswith("${"), f"{service}: {key} embeds a password"
     text = (PROJECT_ROOT / "docker-compose.yaml").read_text()
     example = (PROJECT_ROOT / ".env.example").read_text()
-    for name in re.findall(r"\$\{(\w+)", text):
+    for name in re.findall(r"(?<!\$)\$\{(\w+)", text):  # $${...} is a literal for the container's shell
         assert f"{name}=" in example, f"{name} is used by docker-compose.yaml but missing from .env.example"
 
 
@@ -83,3 +83,38 @@ def test_trainer_image_needs_only_what_the_trainer_imports():
     assert not [name for name in trainer if name.startswith("apache-airflow")]
     for name, version in trainer.items():
         assert runtime.get(name) == version, f"{name} is pinned differently from requirements.txt"
+
+
+def test_compose_services_refer_to_things_that_exist(compose):
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency in service.get("depends_on") or {}:
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+        for volume in service.get("volumes") or []:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (PROJECT_ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+            else:
+                assert source in compose["volumes"], f"{name} uses undeclared volume {source}"
+        command = service.get("command") or []
+        for word in " ".join(command if isinstance(command, list) else [command]).split():
+            if word.startswith("scripts/"):
+                assert (PROJECT_ROOT / word).exists(), f"{name} runs {word}, which does not exist"
+        if service.get("build"):
+            target = service["build"].get("target")
+            assert f" AS {target}" in (PROJECT_ROOT / "Dockerfile").read_text(), (
+                f"no Dockerfile stage {target}"
+            )
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    for name in (
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "worker",
+        "postgres",
+        "redis",
+        "minio",
+    ):
+        assert "healthcheck" in services[name], f"{name} has no healthcheck"

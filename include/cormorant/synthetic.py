@@ -141,7 +141,7 @@ def seed_postgres(
     strength: float = 1.0,
     table: str = TABLE,
 ) -> dict[str, int]:
-    """Create (or refill) the example table in PostgreSQL through a psycopg2 connection, with COPY."""
+    """Create (or refill) the example table in PostgreSQL (a psycopg2 or psycopg 3 connection), with COPY."""
     import io
 
     counts: dict[str, int] = {}
@@ -152,7 +152,12 @@ def seed_postgres(
             buffer = io.StringIO()
             frame.to_csv(buffer, index=False, header=False, na_rep="")
             buffer.seek(0)
-            cursor.copy_expert(f"COPY {table} FROM STDIN WITH (FORMAT csv)", buffer)
+            statement = f"COPY {table} FROM STDIN WITH (FORMAT csv)"
+            if hasattr(cursor, "copy_expert"):  # psycopg2
+                cursor.copy_expert(statement, buffer)
+            else:  # psycopg 3
+                with cursor.copy(statement) as copy:
+                    copy.write(buffer.getvalue())
             counts[day.isoformat()] = len(frame)
         cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (event_ts)")
     conn.commit()

@@ -202,3 +202,12 @@ def test_ingest_operator_uses_copy_for_a_postgres_connection(database, churn_tab
     assert op.dialect == "postgres"
     assert refs[0]["rows"] == rows_for_day(DAYS[1])
     assert op.lake.require("churn/raw", "2024-03-02").source["dialect"] == "postgres"
+
+
+def test_seeding_works_through_psycopg3_too(database):
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={database}") as conn:
+        counts = seed_postgres(conn, DAYS, table="seeded_v3")
+        count = conn.execute("SELECT count(*) FROM seeded_v3").fetchone()[0]
+    assert count == sum(counts.values()) == sum(rows_for_day(d) for d in DAYS)
