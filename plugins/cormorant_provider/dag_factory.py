@@ -173,7 +173,7 @@ def build_spec_dags(
         plan = SweepPlanOperator(task_id="plan_sweep", spec_path=path)
         if trial_backend == "kubernetes":
             from cormorant.config import KubernetesSettings
-            from cormorant_provider.operators.kubernetes import KubernetesTrialOperator
+            from cormorant_provider.operators.kubernetes_trial import KubernetesTrialOperator
 
             # The pool caps the GPU pods running at once (create it: airflow pools set cormorant_gpu 4 ...).
             trials = KubernetesTrialOperator.partial(

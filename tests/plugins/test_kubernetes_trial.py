@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cormorant.config import KubernetesSettings
-from cormorant_provider.operators.kubernetes import KubernetesTrialOperator
+from cormorant_provider.operators.kubernetes_trial import KubernetesTrialOperator
 
 TRIAL = {
     "trial_id": "xgboost-0",
