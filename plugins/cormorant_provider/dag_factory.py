@@ -54,7 +54,9 @@ def _dag(
         schedule=schedule,
         start_date=pendulum.parse(spec.start_date, tz="UTC"),
         catchup=False,
-        max_active_runs=1,
+        # Partitions are independent and every run is idempotent, so a run waiting on a late partition
+        # (retrying) must not hold the others back; sweeps are heavy, so one at a time.
+        max_active_runs=1 if stage == "train" else 4,
         tags=["cormorant", f"spec:{spec.name}", stage, *spec.tags],
         params={"partition_date": _partition_param(), **params},
         default_args={

@@ -196,3 +196,9 @@ print(json.dumps({{"errors": list(bag.import_errors), "class": trial.operator_cl
     assert result["errors"] == []
     assert result["class"] == "KubernetesTrialOperator"
     assert result["pool"] == "cormorant_gpu"
+
+
+def test_only_sweeps_are_serialised(dagbag):
+    assert dagbag.dags["churn__train"].max_active_runs == 1
+    for stage in ("ingest", "validate", "predict", "drift"):
+        assert dagbag.dags[f"churn__{stage}"].max_active_runs > 1
