@@ -46,7 +46,6 @@ def test_failing_trial_is_retried_reported_and_the_others_still_compete(airflow_
     assert train.state == "success"
     states = {k: v for k, v in train.task_states.items() if k.startswith("trial[")}
     assert sorted(states.values()) == ["failed", "success", "success"]
-    from airflow.models.taskinstance import TaskInstance  # noqa: F401 - the metadata DB is Airflow's
     from airflow.utils.session import create_session
 
     with create_session() as session:
