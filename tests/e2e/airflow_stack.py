@@ -58,6 +58,7 @@ def airflow_stack(
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # task logs as a deployment keeps them
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW_CONN_CORMORANT_WAREHOUSE": json.dumps(
             {"conn_type": "sqlite", "host": str(home / "warehouse.db")}
