@@ -100,21 +100,10 @@ def predict_partition(
             arrays["model_version"] = pa.array([model["version"]] * len(frame), type=pa.string())
             yield pa.RecordBatch.from_pydict(arrays)
 
-    stream = batches()
-    first = next(stream, None)
-    if first is None:
-        raise ValueError(f"lake partition {raw}/ds={partition} has no readable batches")
-    first_schema = first.schema
-
-    def all_batches() -> Iterator[pa.RecordBatch]:
-        yield first
-        yield from stream
-
     out = lake.write_partition(
         predictions_dataset(spec),
         partition,
-        all_batches(),
-        schema=first_schema,
+        batches(),
         partition_column=spec.source.partition_column,
         source={"raw_content_hash": manifest.content_hash, "model": model},
         lineage=lineage,

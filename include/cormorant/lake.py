@@ -15,6 +15,7 @@ pass theirs in and the library stays free of Airflow.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -154,7 +155,7 @@ class Lake:
         partition: str,
         batches: Iterable[pa.RecordBatch],
         *,
-        schema: pa.Schema,
+        schema: pa.Schema | None = None,
         partition_column: str | None = None,
         source: dict[str, Any] | None = None,
         lineage: dict[str, Any] | None = None,
@@ -163,9 +164,16 @@ class Lake:
     ) -> Manifest:
         """Stream ``batches`` into one Parquet file and commit the partition atomically.
 
-        Every batch must match ``schema``. If anything fails before the manifest is written, the
-        previous commit (if any) stays exactly as it was.
+        Every batch must match ``schema`` (default: the first batch's; then the stream may not be
+        empty). If anything fails before the manifest is written, the previous commit (if any) stays
+        exactly as it was.
         """
+        if schema is None:
+            stream = iter(batches)
+            first = next(stream, None)
+            if first is None:
+                raise ValueError(f"lake {dataset}/{partition}: no batches to take a schema from")
+            schema, batches = first.schema, itertools.chain([first], stream)
         key = self.partition_key(dataset, partition)
         attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}"
         data_path = self.path(f"{key}/{attempt}/part-00000.parquet")
@@ -301,16 +309,6 @@ class Lake:
             raise FileNotFoundError(f"lake {dataset}/{partition}: no data files in {folder}")
         return self._commit(
             dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
-        )
-
-    def write_table(self, dataset: str, partition: str, table: pa.Table, **kwargs: Any) -> Manifest:
-        """Commit an in-memory table as a partition (small outputs such as predictions)."""
-        return self.write_partition(
-            dataset,
-            partition,
-            table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)],
-            schema=table.schema,
-            **kwargs,
         )
 
     def _remove_other_attempts(self, key: str, keep: str) -> None:

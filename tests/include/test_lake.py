@@ -104,3 +104,11 @@ def test_lake_accepts_a_file_uri(tmp_path):
     lake = Lake((tmp_path / "l").as_uri())
     lake.write_partition("d", "2024-03-01", _batches(3), schema=SCHEMA)
     assert lake.partitions("d") == ["2024-03-01"]
+
+
+def test_schema_defaults_to_the_first_batch_and_an_empty_stream_is_refused(lake):
+    manifest = lake.write_partition("d", "2024-03-01", _batches(12))
+    assert manifest.schema == [{"name": "id", "type": "int64"}, {"name": "value", "type": "double"}]
+    with pytest.raises(ValueError, match="no batches to take a schema from"):
+        lake.write_partition("d", "2024-03-02", iter([]))
+    assert lake.partitions("d") == ["2024-03-01"]

@@ -62,7 +62,7 @@ def test_cpu_trial_takes_no_gpu_and_no_gpu_toleration():
     main = _main(pod)
     assert "nvidia.com/gpu" not in main.resources.limits
     assert not [t for t in (pod.spec.tolerations or []) if "gpu" in t.key]
-    assert pod.spec.node_selector == {"pool": "gpu"} or "nvidia.com/gpu.product" not in pod.spec.node_selector
+    assert pod.spec.node_selector == {"pool": "gpu"}
 
 
 def test_pod_runs_the_trainer_cli_from_the_configured_image():
