@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 ## Run the test suite (what CI runs).
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(PY) -m ruff check dags plugins include scripts tests
 	$(PY) -m pytest
 

@@ -50,3 +50,12 @@ def lake(tmp_path):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(HOME, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the test item (``item.rep_call``) so fixtures can keep artifacts
+    of a failed test (the UI test's screenshots)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

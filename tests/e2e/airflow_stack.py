@@ -132,3 +132,18 @@ def airflow_stack(
                 os.killpg(process.pid, 9)
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         admin.close()
+
+
+def wait_validated(home: Path, partitions: list[str], timeout_s: float = 180) -> None:
+    """Validation is triggered by the landed partitions' asset events (one run may carry several)."""
+    reports = [
+        home / "cormorant" / "lake" / "churn" / "reports" / "validation" / f"ds={p}" / "result.json"
+        for p in partitions
+    ]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(r.exists() for r in reports):
+            assert all(json.loads(r.read_text())["success"] for r in reports)
+            return
+        time.sleep(1)
+    raise AssertionError(f"partitions {partitions} were not all validated within {timeout_s}s")

@@ -1,5 +1,6 @@
 """Against a real Airflow: API server, scheduler (LocalExecutor) and DAG processor as processes on
-loopback, a PostgreSQL metadata database, over HTTP with the official client."""
+loopback, a PostgreSQL metadata database, over HTTP with the official client: authentication, every
+stage's result read back the way another team's service would, and bad conf refused by the Params."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from airflow_stack import airflow_stack
+from airflow_stack import airflow_stack, wait_validated
 
 from cormorant.config import PROJECT_ROOT
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -25,18 +26,35 @@ sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 def airflow(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-stack")
     seed_sqlite(home / "warehouse.db", [date(2024, 3, 1), date(2024, 3, 2)])
+    stages = ("ingest", "validate", "train", "predict", "drift")
     with airflow_stack(
-        home, users={"svc-fraud": PASSWORD}, unpause=("churn__ingest", "churn__train")
+        home, users={"svc-fraud": PASSWORD}, unpause=tuple(f"churn__{s}" for s in stages)
     ) as stack:
         yield stack
 
 
-def _runs(airflow, dag_id):
+def _manual_runs(airflow, dag_id):
+    """Manual runs only: the scheduler adds nightly and asset-triggered runs on its own meanwhile."""
     response = requests.get(
-        f"{airflow['url']}/api/v2/dags/{dag_id}/dagRuns", headers=airflow["headers"], timeout=10
+        f"{airflow['url']}/api/v2/dags/{dag_id}/dagRuns",
+        params={"run_type": "manual"},
+        headers=airflow["headers"],
+        timeout=10,
     )
     response.raise_for_status()
-    return response.json()["total_entries"]
+    return response.json()["dag_runs"]
+
+
+def _trigger_and_wait(airflow, monkeypatch, capsys, dag_id, conf, timeout_s=300):
+    """The documented client path: scripts/cormorant_trigger.py --wait, its JSON report parsed."""
+    import cormorant_trigger
+
+    monkeypatch.setenv("AIRFLOW_PASSWORD", PASSWORD)
+    argv = [dag_id, "--url", airflow["url"], "--user", "svc-fraud", "--conf", json.dumps(conf)]
+    code = cormorant_trigger.main([*argv, "--wait", "--timeout", str(timeout_s)])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["state"] == "success", report
+    return report["results"]
 
 
 def test_unauthenticated_calls_are_refused(airflow):
@@ -53,31 +71,73 @@ def test_unauthenticated_calls_are_refused(airflow):
     assert trigger.status_code == 401
 
 
-def test_run_triggered_with_valid_conf_succeeds_and_its_result_reads_back(airflow, monkeypatch, capsys):
-    import cormorant_trigger
+def _local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
 
-    monkeypatch.setenv("AIRFLOW_PASSWORD", PASSWORD)
-    code = cormorant_trigger.main(
-        [
-            "churn__ingest",
-            "--url",
-            airflow["url"],
-            "--user",
-            "svc-fraud",
-            "--conf",
-            json.dumps({"partition_date": "2024-03-02"}),
-            "--wait",
-            "--timeout",
-            "240",
-        ]
+
+def test_run_triggered_with_valid_conf_succeeds_and_its_result_reads_back(airflow, monkeypatch, capsys):
+    results = _trigger_and_wait(
+        airflow, monkeypatch, capsys, "churn__ingest", {"partition_date": "2024-03-02"}
     )
-    report = json.loads(capsys.readouterr().out)
-    assert code == 0, report
-    assert report["state"] == "success"
-    (ref,) = report["results"]["warehouse_to_lake"]
+    (ref,) = results["warehouse_to_lake"]
     assert ref["partition"] == "2024-03-02"
     assert ref["rows"] == rows_for_day(date(2024, 3, 2))
-    assert Path(ref["uri"].removeprefix("file://"), "_manifest.json").exists()
+    assert (_local(ref["uri"]) / "_manifest.json").exists()
+
+
+def test_train_predict_and_drift_results_read_back_over_rest(airflow, monkeypatch, capsys):
+    """Another team's whole loop over REST: the registered version, the predictions' URI, the verdict."""
+    from mlflow import MlflowClient
+
+    from cormorant.lake import Lake
+
+    days = ["2024-03-01", "2024-03-02"]
+    for day in days:
+        _trigger_and_wait(airflow, monkeypatch, capsys, "churn__ingest", {"partition_date": day})
+    wait_validated(airflow["home"], days)  # the validate DAG runs on the landed partitions' asset events
+
+    conf = {"partition_date": days[-1], "window_days": 2, "families": ["linear"], "max_trials_per_family": 1}
+    trained = _trigger_and_wait(airflow, monkeypatch, capsys, "churn__train", conf, timeout_s=600)
+    summary = trained["register_and_promote"]
+    assert (summary["family"], summary["promoted"]) == ("linear", True), summary
+    mlflow = MlflowClient(tracking_uri=airflow["env"]["MLFLOW_TRACKING_URI"])
+    champion = mlflow.get_model_version_by_alias(summary["model_name"], "champion")
+    assert str(champion.version) == summary["version"] == summary["champion_version"]
+    (trial,) = [v for k, v in trained.items() if k.startswith("trial[")]
+    assert mlflow.get_run(trial["run_id"]).info.status == "FINISHED"
+
+    predicted = _trigger_and_wait(
+        airflow, monkeypatch, capsys, "churn__predict", {"partition_date": days[-1]}
+    )
+    (ref,) = predicted["batch_inference"]
+    assert ref["model_version"] == summary["version"]
+    assert ref["rows"] == rows_for_day(date(2024, 3, 2))
+    manifest = json.loads((_local(ref["uri"]) / "_manifest.json").read_text())
+    assert manifest["row_count"] == ref["rows"]
+    lake = Lake(airflow["env"]["CORMORANT_LAKE_URI"])
+    predictions = lake.read("churn/predictions", days[-1])
+    assert predictions.num_rows == ref["rows"]
+    assert set(predictions.column("model_version").to_pylist()) == {summary["version"]}
+
+    drifted = _trigger_and_wait(airflow, monkeypatch, capsys, "churn__drift", {"partition_date": days[-1]})
+    (verdict,) = drifted["drift_check"]
+    assert verdict["partition"] == days[-1]
+    report = json.loads(_local(verdict["report_uri"]).read_text())
+    assert (verdict["verdict"], verdict["drifted_features"]) == (
+        report["verdict"],
+        report["drifted_features"],
+    )
+    assert report["model"]["version"] == summary["version"]
+    # The generator adds no drift to these days: stable, and the retraining signal is not sent.
+    assert (verdict["verdict"], verdict["retrain"]) == ("stable", False)
+    (run,) = [r for r in _manual_runs(airflow, "churn__drift") if r["conf"] == {"partition_date": days[-1]}]
+    signal = requests.get(
+        f"{airflow['url']}/api/v2/dags/churn__drift/dagRuns/{run['dag_run_id']}/taskInstances/signal_retraining",
+        headers=airflow["headers"],
+        timeout=10,
+    ).json()
+    assert signal["state"] == "skipped"
+    assert _local(verdict["html_uri"]).exists()
 
 
 @pytest.mark.parametrize(
@@ -96,7 +156,7 @@ def test_run_triggered_with_valid_conf_succeeds_and_its_result_reads_back(airflo
     ],
 )
 def test_invalid_conf_is_refused_naming_the_param_and_creates_no_run(airflow, dag_id, conf, param):
-    before = _runs(airflow, dag_id)
+    before = len(_manual_runs(airflow, dag_id))
     response = requests.post(
         f"{airflow['url']}/api/v2/dags/{dag_id}/dagRuns",
         headers=airflow["headers"],
@@ -105,4 +165,4 @@ def test_invalid_conf_is_refused_naming_the_param_and_creates_no_run(airflow, da
     )
     assert response.status_code == 400, response.text
     assert f"param {param}" in response.json()["detail"]
-    assert _runs(airflow, dag_id) == before
+    assert len(_manual_runs(airflow, dag_id)) == before

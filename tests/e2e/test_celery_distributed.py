@@ -17,7 +17,7 @@ from datetime import date
 import psutil
 import pytest
 import requests
-from airflow_stack import airflow_stack
+from airflow_stack import airflow_stack, wait_validated
 
 from cormorant.lake import Lake
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -69,21 +69,6 @@ def _running_trainer(stack, timeout_s=180):
     return None, None
 
 
-def _wait_validated(home, partitions, timeout_s=180):
-    """Validation is triggered by the landed partitions' asset events (one run may carry several)."""
-    reports = [
-        home / "cormorant" / "lake" / "churn" / "reports" / "validation" / f"ds={p}" / "result.json"
-        for p in partitions
-    ]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(r.exists() for r in reports):
-            assert all(json.loads(r.read_text())["success"] for r in reports)
-            return
-        time.sleep(1)
-    raise AssertionError(f"partitions {partitions} were not all validated within {timeout_s}s")
-
-
 @pytest.fixture(scope="module")
 def mlflow_db():
     import psycopg2
@@ -122,7 +107,7 @@ def test_worker_killed_mid_trial_and_the_pipeline_still_succeeds_once(tmp_path, 
                 _wait_state(stack, "churn__ingest", _trigger(stack, "churn__ingest", {"partition_date": day}))
                 == "success"
             )
-        _wait_validated(tmp_path, ["2024-03-01", "2024-03-02"])  # validate runs on the Asset events
+        wait_validated(tmp_path, ["2024-03-01", "2024-03-02"])  # validate runs on the Asset events
 
         train = _trigger(stack, "churn__train", {"partition_date": "2024-03-02"})
         victim, trainer = _running_trainer(stack)
