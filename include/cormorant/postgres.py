@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -54,12 +54,14 @@ def describe(cursor: Any, query: str, params: Sequence[Any]) -> pa.Schema:
 
 def copy_batches(
     conn: Any, query: str, params: Sequence[Any], *, block_size: int = 2 << 20
-) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """Start ``COPY (query) TO STDOUT`` and return the result's schema and a stream of its batches.
+) -> tuple[pa.Schema, Generator[pa.RecordBatch]]:
+    """Describe ``query`` and return its schema and a stream of its batches from ``COPY (query) TO STDOUT``.
 
-    ``conn`` is a psycopg2 or psycopg 3 connection (``PostgresHook.get_conn()``). A server error,
-    or a parse error,
-    is raised from the iterator; the COPY is cancelled if the consumer stops early.
+    ``conn`` is a psycopg2 or psycopg 3 connection (``PostgresHook.get_conn()``). The COPY starts when
+    the first batch is asked for, so a stream that is never read (say, the schema contract refused the
+    source) sends nothing and leaves no thread on the connection. A server error, or a parse error, is
+    raised from the iterator; the COPY is cancelled if the consumer stops early, and the stream's
+    thread has finished by the time the iterator is closed.
     """
     import pyarrow.csv as csv
 
@@ -74,26 +76,6 @@ def copy_batches(
     else:
         bound = cursor.mogrify(query, params or None).decode()
     copy_sql = f"COPY ({bound}) TO STDOUT WITH (FORMAT csv)"
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        sink = os.fdopen(write_fd, "wb", buffering=1 << 20)
-        try:
-            if psycopg3:
-                with cursor.copy(copy_sql) as copy:
-                    for block in copy:
-                        sink.write(block)
-            else:
-                cursor.copy_expert(copy_sql, sink, size=1 << 20)
-        except BaseException as e:  # handed to the consumer thread
-            failure.append(e)
-        finally:
-            with contextlib.suppress(BrokenPipeError):  # the consumer stopped reading first
-                sink.close()
-
-    producer = threading.Thread(target=produce, name="cormorant-copy", daemon=True)
-    producer.start()
     options = csv.ConvertOptions(
         column_types=dict(zip(schema.names, schema.types, strict=True)),
         null_values=[""],
@@ -102,9 +84,29 @@ def copy_batches(
         true_values=["t"],
         false_values=["f"],
     )
-    source = os.fdopen(read_fd, "rb", buffering=1 << 20)
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def batches() -> Generator[pa.RecordBatch]:
+        read_fd, write_fd = os.pipe()
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            sink = os.fdopen(write_fd, "wb", buffering=1 << 20)
+            try:
+                if psycopg3:
+                    with cursor.copy(copy_sql) as copy:
+                        for block in copy:
+                            sink.write(block)
+                else:
+                    cursor.copy_expert(copy_sql, sink, size=1 << 20)
+            except BaseException as e:  # handed to the consumer thread
+                failure.append(e)
+            finally:
+                with contextlib.suppress(BrokenPipeError):  # the consumer stopped reading first
+                    sink.close()
+
+        producer = threading.Thread(target=produce, name="cormorant-copy", daemon=True)
+        producer.start()
+        source = os.fdopen(read_fd, "rb", buffering=1 << 20)
         completed = False
         try:
             reader = csv.open_csv(

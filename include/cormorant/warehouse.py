@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -104,7 +104,7 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 def cursor_batches(
     conn: Any, query: str, params: Sequence[Any], batch_size: int
-) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+) -> tuple[pa.Schema, Generator[pa.RecordBatch]]:
     """The generic path: ``fetchmany`` through any DB-API cursor, typed from the first batch."""
     cursor = conn.cursor()
     cursor.execute(query, params)
@@ -119,15 +119,15 @@ def cursor_batches(
 
     stream = fetch()
     first = next(stream, None)
+
+    def chained() -> Generator[pa.RecordBatch]:
+        if first is not None:
+            yield first
+            yield from stream  # batches may differ in types (nulls, SQLite's dynamic typing): conform() casts
+
     if first is None:
-        return pa.schema([(c, pa.null()) for c in columns]), iter(())  # typed by the spec or as text
-    schema = first.schema
-
-    def chained() -> Iterator[pa.RecordBatch]:
-        yield first
-        yield from stream  # batches may differ in types (nulls, SQLite's dynamic typing): conform() casts
-
-    return schema, chained()
+        return pa.schema([(c, pa.null()) for c in columns]), chained()  # typed by the spec or as text
+    return first.schema, chained()
 
 
 def check_schema_contract(spec: ModelSpec, lake: Lake, partition: str, found: pa.Schema) -> None:
@@ -192,6 +192,7 @@ def extract_partition(
     params = (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S"))
     began = time.monotonic()
     conn = connect()
+    batches: Generator[pa.RecordBatch] | None = None
     try:
         if fast:
             from cormorant.postgres import copy_batches
@@ -238,6 +239,8 @@ def extract_partition(
             lineage=lineage,
         )
     finally:
+        if batches is not None:
+            batches.close()  # ends (and cancels) a COPY still streaming before its connection closes
         conn.close()
     elapsed = max(time.monotonic() - began, 1e-9)
     log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -169,6 +170,33 @@ def test_source_schema_change_fails_naming_the_column(connect, churn_table, exam
     assert words in str(info.value)
     assert "customer_activity" in str(info.value)
     assert lake.partitions(raw_dataset(example_spec)) == ["2024-03-01"]
+    # Refused before reading: no COPY was started, so no thread is left using the closed connection.
+    assert not [t for t in threading.enumerate() if t.name == "cormorant-copy"]
+
+
+def test_a_stream_never_read_starts_no_copy_and_one_abandoned_ends_it(connect, churn_table, database):
+    def copies_running():
+        with psycopg2.connect(f"{DSN} dbname=postgres") as admin, admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = %s AND state = 'active' AND query LIKE 'COPY (%%'",
+                (database,),
+            )
+            return cur.fetchone()[0]
+
+    conn = connect()
+    query = "SELECT a.* FROM customer_activity a, generate_series(1, 50)"
+    _, unread = copy_batches(conn, query, [], block_size=1 << 16)
+    assert copies_running() == 0
+    unread.close()
+    _, abandoned = copy_batches(conn, query, [], block_size=1 << 16)
+    next(abandoned)
+    assert copies_running() == 1
+    abandoned.close()  # cancels the COPY and joins its thread
+    assert not [t for t in threading.enumerate() if t.name == "cormorant-copy"]
+    conn.rollback()
+    assert copies_running() == 0
+    conn.close()
 
 
 def test_additive_evolution_accepts_a_new_column(connect, churn_table, example_spec, lake):
