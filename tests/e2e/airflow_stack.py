@@ -147,3 +147,16 @@ def wait_validated(home: Path, partitions: list[str], timeout_s: float = 180) ->
             return
         time.sleep(1)
     raise AssertionError(f"partitions {partitions} were not all validated within {timeout_s}s")
+
+
+def manual_runs(stack: dict[str, Any], dag_id: str) -> list[dict[str, Any]]:
+    """The DAG's manual runs (REST and UI triggers); the scheduler adds nightly and asset-triggered
+    runs of its own meanwhile."""
+    response = requests.get(
+        f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns",
+        params={"run_type": "manual"},
+        headers=stack["headers"],
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["dag_runs"]

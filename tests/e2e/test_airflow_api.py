@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from airflow_stack import airflow_stack, wait_validated
+from airflow_stack import airflow_stack, manual_runs, wait_validated
 
 from cormorant.config import PROJECT_ROOT
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -34,18 +34,6 @@ def airflow(tmp_path_factory):
         home, users={"svc-fraud": PASSWORD}, unpause=tuple(f"churn__{s}" for s in stages)
     ) as stack:
         yield stack
-
-
-def _manual_runs(airflow, dag_id):
-    """Manual runs only: the scheduler adds nightly and asset-triggered runs on its own meanwhile."""
-    response = requests.get(
-        f"{airflow['url']}/api/v2/dags/{dag_id}/dagRuns",
-        params={"run_type": "manual"},
-        headers=airflow["headers"],
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["dag_runs"]
 
 
 def _trigger_and_wait(airflow, monkeypatch, capsys, dag_id, conf, timeout_s=300):
@@ -133,7 +121,7 @@ def test_train_predict_and_drift_results_read_back_over_rest(airflow, monkeypatc
     assert report["model"]["version"] == summary["version"]
     # The generator adds no drift to these days: stable, and the retraining signal is not sent.
     assert (verdict["verdict"], verdict["retrain"]) == ("stable", False)
-    (run,) = [r for r in _manual_runs(airflow, "churn__drift") if r["conf"] == {"partition_date": days[-1]}]
+    (run,) = [r for r in manual_runs(airflow, "churn__drift") if r["conf"] == {"partition_date": days[-1]}]
     signal = requests.get(
         f"{airflow['url']}/api/v2/dags/churn__drift/dagRuns/{run['dag_run_id']}/taskInstances/signal_retraining",
         headers=airflow["headers"],
@@ -222,7 +210,7 @@ def test_a_backfill_lands_each_day_of_its_range_once(airflow):
     ],
 )
 def test_invalid_conf_is_refused_naming_the_param_and_creates_no_run(airflow, dag_id, conf, param):
-    before = len(_manual_runs(airflow, dag_id))
+    before = len(manual_runs(airflow, dag_id))
     response = requests.post(
         f"{airflow['url']}/api/v2/dags/{dag_id}/dagRuns",
         headers=airflow["headers"],
@@ -231,4 +219,4 @@ def test_invalid_conf_is_refused_naming_the_param_and_creates_no_run(airflow, da
     )
     assert response.status_code == 400, response.text
     assert f"param {param}" in response.json()["detail"]
-    assert len(_manual_runs(airflow, dag_id)) == before
+    assert len(manual_runs(airflow, dag_id)) == before

@@ -15,8 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-import requests
-from airflow_stack import airflow_stack
+from airflow_stack import airflow_stack, manual_runs
 
 from cormorant.config import PROJECT_ROOT
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -90,39 +89,31 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
 
 
-def _log_in(page, url: str, password: str = PASSWORD) -> None:
+def _log_in(page, password: str = PASSWORD) -> None:
     page.get_by_label("Username").fill(USER)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
 
 
-def _runs(airflow, dag_id):
-    response = requests.get(
-        f"{airflow['url']}/api/v2/dags/{dag_id}/dagRuns", headers=airflow["headers"], timeout=10
-    )
-    response.raise_for_status()
-    return response.json()["dag_runs"]
-
-
-def test_the_ui_refuses_a_wrong_password(airflow, page):
+def test_the_ui_refuses_a_wrong_password(page, airflow):
     from playwright.sync_api import expect
 
     page.goto(f"{airflow['url']}/dags")
     expect(page).to_have_url(re.compile(r"/auth/login"))  # not logged in: sent to the login form
-    _log_in(page, airflow["url"], password="not-the-password")
+    _log_in(page, password="not-the-password")
     expect(page.get_by_text("Invalid credentials")).to_be_visible()
     expect(page).to_have_url(re.compile(r"/auth/login"))
     _shot(page, "00-wrong-password")
 
 
-def test_log_in_fill_the_trigger_form_and_watch_the_run_succeed(airflow, page):
+def test_log_in_fill_the_trigger_form_and_watch_the_run_succeed(page, airflow):
     from playwright.sync_api import expect
 
     day = "2024-03-02"
     page.goto(f"{airflow['url']}/dags")
     expect(page).to_have_url(re.compile(r"/auth/login"))
     _shot(page, "01-login")
-    _log_in(page, airflow["url"])
+    _log_in(page)
 
     # The DAG list shows every stage of the example spec; open ingest.
     expect(page.get_by_role("link", name="churn__ingest", exact=True)).to_be_visible()
@@ -142,12 +133,12 @@ def test_log_in_fill_the_trigger_form_and_watch_the_run_succeed(airflow, page):
     _shot(page, "03-trigger-form")
 
     # A table name carrying SQL is refused by Airflow, the form names the param, and no run is created.
-    before = len(_runs(airflow, "churn__ingest"))
+    before = len(manual_runs(airflow, "churn__ingest"))
     form.locator("#element_source_table").fill("customer_activity; DROP TABLE customer_activity")
     form.get_by_role("button", name="Trigger", exact=True).click()
     expect(form.get_by_text(re.compile(r"Invalid input for param source_table"))).to_be_visible()
     _shot(page, "04-refused-sql-in-table-name")
-    assert len(_runs(airflow, "churn__ingest")) == before
+    assert len(manual_runs(airflow, "churn__ingest")) == before
 
     # Corrected: the partition to land, the spec's own table.
     form.locator("#element_source_table").fill("")
@@ -172,7 +163,7 @@ def test_log_in_fill_the_trigger_form_and_watch_the_run_succeed(airflow, page):
     _shot(page, "08-task-log")
 
     # What the UI showed is what happened: the run carries the form's conf and user, the partition landed.
-    (run,) = [r for r in _runs(airflow, "churn__ingest") if r["dag_run_id"] == run_id]
+    (run,) = [r for r in manual_runs(airflow, "churn__ingest") if r["dag_run_id"] == run_id]
     assert run["state"] == "success"
     assert run["conf"] == {"partition_date": day, "source_table": None}
     assert run["triggering_user_name"] == USER
