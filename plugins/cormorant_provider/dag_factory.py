@@ -21,6 +21,7 @@ from cormorant.spec import FAMILIES, QUALIFIED_IDENTIFIER, ModelSpec, SpecError,
 from cormorant_provider.assets import spec_asset
 
 STAGES = ("ingest", "validate", "train", "predict", "drift")
+FAMILY_LABELS = {"linear": "Linear baseline", "xgboost": "XGBoost", "mlp": "PyTorch MLP"}
 
 
 class InvalidSpecDag(DAG):
@@ -152,6 +153,8 @@ def build_spec_dags(
             minItems=1,
             uniqueItems=True,
             items={"type": "string", "enum": [f for f in FAMILIES if f in families]},
+            examples=families,  # the UI shows a multi-select of these; `enum` is what the API enforces
+            values_display={f: FAMILY_LABELS.get(f, f) for f in families},
             title="Model families",
             description="Which of the spec's families to sweep.",
         ),

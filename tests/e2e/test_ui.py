@@ -169,3 +169,33 @@ def test_log_in_fill_the_trigger_form_and_watch_the_run_succeed(page, airflow):
     assert run["triggering_user_name"] == USER
     partition = airflow["home"] / "cormorant" / "lake" / "churn" / "raw" / f"ds={day}"
     assert json.loads((partition / "_manifest.json").read_text())["row_count"] == rows
+
+
+def test_the_train_form_has_typed_widgets_held_to_the_params_limits(page, airflow):
+    from playwright.sync_api import expect
+
+    page.goto(f"{airflow['url']}/dags/churn__train")
+    _log_in(page)
+    expect(page.get_by_role("heading", name="churn__train")).to_be_visible()
+    page.get_by_role("button", name="Trigger Dag").click()
+    form = page.get_by_role("dialog")
+
+    # Families: a multi-select of the spec's families, labelled, all chosen by default.
+    for label in ("Linear baseline", "XGBoost", "PyTorch MLP"):
+        expect(form.get_by_label(f"Remove {label}")).to_be_visible()
+    form.get_by_label("Remove XGBoost").get_by_role("button").click()
+    form.get_by_label("Remove PyTorch MLP").get_by_role("button").click()
+    # Numbers: spin buttons that keep a value inside the Param's minimum and maximum.
+    folds = form.get_by_role("spinbutton", name="CV folds")
+    expect(folds).to_have_value("3")  # the spec's default
+    folds.fill("50")
+    folds.blur()
+    form.locator("#element_partition_date").fill("2024-03-02")
+    expect(folds).to_have_value("20")
+    _shot(page, "09-train-form")
+    form.get_by_role("button", name="Advanced Options").click()
+    conf = form.locator(".monaco-editor .view-lines")  # the conf JSON the form will send
+    expect(conf).to_contain_text('"folds": 20')  # clamped to the maximum, 50 never leaves the browser
+    expect(conf).to_contain_text(re.compile(r'"families":\s*\[\s*"linear"\s*\]'))
+    form.get_by_role("button", name="Close").click()
+    assert manual_runs(airflow, "churn__train") == []
