@@ -7,22 +7,15 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import free_port, scratch_database
 
 
 @contextlib.contextmanager
@@ -37,101 +30,94 @@ def airflow_stack(
     timeout_s: float = 180,
 ) -> Iterator[dict[str, Any]]:
     """Start Airflow under ``home``; yields url, auth headers, env, home and the worker processes."""
-    import psycopg2
-
-    database = f"cormorant_af_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {database}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    (home / "passwords.json").write_text(json.dumps(users))
-    metadata = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
-        "AIRFLOW__CORE__EXECUTOR": executor,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in users),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # task logs as a deployment keeps them
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW_CONN_CORMORANT_WAREHOUSE": json.dumps(
-            {"conn_type": "sqlite", "host": str(home / "warehouse.db")}
-        ),
-        "CORMORANT_HOME": str(home / "cormorant"),
-        "CORMORANT_LAKE_URI": (home / "cormorant" / "lake").as_uri(),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'cormorant' / 'mlflow.db'}",
-        "CORMORANT_MLFLOW_ARTIFACT_URI": (home / "cormorant" / "mlflow-artifacts").as_uri(),
-        **(extra_env or {}),
-    }
-    if executor == "CeleryExecutor":
-        env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{metadata.replace('+psycopg2', '')}")
-    airflow_bin = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow_bin, "db", "migrate"], env=env, check=True, capture_output=True)
-    commands = [
-        ("api-server", ["api-server", "--port", str(port)]),
-        ("scheduler", ["scheduler"]),
-        ("dag-processor", ["dag-processor"]),
-    ]
-    commands += [
-        (f"worker{i}", ["celery", "worker", "--concurrency", "2", "--celery-hostname", f"worker{i}@%h"])
-        for i in range(1, celery_workers + 1)
-    ]
-    processes = {
-        name: subprocess.Popen(
-            [airflow_bin, *command],
-            env=env,
-            stdout=(home / f"{name}.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for name, command in commands
-    }
-    try:
-        token = None
-        deadline = time.monotonic() + timeout_s
-        user, password = next(iter(users.items()))
-        while time.monotonic() < deadline:
-            try:
-                if token is None:
-                    response = requests.post(
-                        f"{url}/auth/token", json={"username": user, "password": password}, timeout=5
-                    )
-                    token = response.json()["access_token"] if response.ok else None
-                if token and all(
-                    requests.get(
-                        f"{url}/api/v2/dags/{d}", timeout=5, headers={"Authorization": f"Bearer {token}"}
-                    ).ok
-                    for d in unpause
-                ):
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        else:
-            raise RuntimeError(f"Airflow did not come up within {timeout_s}s; see the logs in {home}")
-        headers = {"Authorization": f"Bearer {token}"}
-        for dag_id in unpause:
-            requests.patch(
-                f"{url}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=10
-            ).raise_for_status()
-        yield {"url": url, "headers": headers, "home": home, "env": env, "processes": processes}
-    finally:
-        for process in processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 15)
-        for process in processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        admin.close()
+    with scratch_database("cormorant_af") as database:  # the metadata database, dropped afterwards
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        (home / "passwords.json").write_text(json.dumps(users))
+        metadata = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata,
+            "AIRFLOW__CORE__EXECUTOR": executor,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in users),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # task logs as a deployment keeps them
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW_CONN_CORMORANT_WAREHOUSE": json.dumps(
+                {"conn_type": "sqlite", "host": str(home / "warehouse.db")}
+            ),
+            "CORMORANT_HOME": str(home / "cormorant"),
+            "CORMORANT_LAKE_URI": (home / "cormorant" / "lake").as_uri(),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'cormorant' / 'mlflow.db'}",
+            "CORMORANT_MLFLOW_ARTIFACT_URI": (home / "cormorant" / "mlflow-artifacts").as_uri(),
+            **(extra_env or {}),
+        }
+        if executor == "CeleryExecutor":
+            env.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{metadata.replace('+psycopg2', '')}")
+        airflow_bin = str(Path(sys.executable).with_name("airflow"))
+        subprocess.run([airflow_bin, "db", "migrate"], env=env, check=True, capture_output=True)
+        commands = [
+            ("api-server", ["api-server", "--port", str(port)]),
+            ("scheduler", ["scheduler"]),
+            ("dag-processor", ["dag-processor"]),
+        ]
+        commands += [
+            (f"worker{i}", ["celery", "worker", "--concurrency", "2", "--celery-hostname", f"worker{i}@%h"])
+            for i in range(1, celery_workers + 1)
+        ]
+        processes = {
+            name: subprocess.Popen(
+                [airflow_bin, *command],
+                env=env,
+                stdout=(home / f"{name}.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for name, command in commands
+        }
+        try:
+            token = None
+            deadline = time.monotonic() + timeout_s
+            user, password = next(iter(users.items()))
+            while time.monotonic() < deadline:
+                try:
+                    if token is None:
+                        response = requests.post(
+                            f"{url}/auth/token", json={"username": user, "password": password}, timeout=5
+                        )
+                        token = response.json()["access_token"] if response.ok else None
+                    if token and all(
+                        requests.get(
+                            f"{url}/api/v2/dags/{d}", timeout=5, headers={"Authorization": f"Bearer {token}"}
+                        ).ok
+                        for d in unpause
+                    ):
+                        break
+                except requests.ConnectionError:
+                    pass
+                time.sleep(1)
+            else:
+                raise RuntimeError(f"Airflow did not come up within {timeout_s}s; see the logs in {home}")
+            headers = {"Authorization": f"Bearer {token}"}
+            for dag_id in unpause:
+                requests.patch(
+                    f"{url}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=10
+                ).raise_for_status()
+            yield {"url": url, "headers": headers, "home": home, "env": env, "processes": processes}
+        finally:
+            for process in processes.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, 15)
+            for process in processes.values():
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, 9)
 
 
 def wait_validated(home: Path, partitions: list[str], timeout_s: float = 180) -> None:
@@ -160,3 +146,29 @@ def manual_runs(stack: dict[str, Any], dag_id: str) -> list[dict[str, Any]]:
     )
     response.raise_for_status()
     return response.json()["dag_runs"]
+
+
+def trigger_run(stack: dict[str, Any], dag_id: str, conf: dict[str, Any]) -> str:
+    """Create a run over REST with ``conf``; returns its run id."""
+    response = requests.post(
+        f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns",
+        headers=stack["headers"],
+        json={"logical_date": None, "conf": conf},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["dag_run_id"]
+
+
+def wait_for_run(stack: dict[str, Any], dag_id: str, run_id: str, timeout_s: float = 300) -> str:
+    """Poll the run until it finishes; its final state, or ``timeout``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = requests.get(
+            f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=stack["headers"], timeout=10
+        )
+        response.raise_for_status()
+        if (state := response.json()["state"]) in ("success", "failed"):
+            return state
+        time.sleep(1)
+    return "timeout"

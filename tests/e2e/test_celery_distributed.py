@@ -11,13 +11,13 @@ import os
 import secrets
 import signal
 import time
-import uuid
 from datetime import date
 
 import psutil
 import pytest
 import requests
-from airflow_stack import airflow_stack, wait_validated
+from airflow_stack import airflow_stack, trigger_run, wait_for_run, wait_validated
+from support import scratch_database
 
 from cormorant.lake import Lake
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -27,31 +27,10 @@ PASSWORD = secrets.token_urlsafe(16)
 REDIS_DB = 7
 
 
-def _trigger(stack, dag_id, conf):
-    response = requests.post(
-        f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns",
-        headers=stack["headers"],
-        json={"logical_date": None, "conf": conf},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()["dag_run_id"]
-
-
 def _get(stack, path):
     response = requests.get(f"{stack['url']}/api/v2/{path}", headers=stack["headers"], timeout=10)
     response.raise_for_status()
     return response.json()
-
-
-def _wait_state(stack, dag_id, run_id, timeout_s=300):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = _get(stack, f"dags/{dag_id}/dagRuns/{run_id}")["state"]
-        if state in ("success", "failed"):
-            return state
-        time.sleep(1)
-    return "timeout"
 
 
 def _running_trainer(stack, timeout_s=180):
@@ -71,15 +50,8 @@ def _running_trainer(stack, timeout_s=180):
 
 @pytest.fixture(scope="module")
 def mlflow_db():
-    import psycopg2
-
-    name = f"cormorant_mlflow_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    with scratch_database("cormorant_mlflow") as name:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
 def test_worker_killed_mid_trial_and_the_pipeline_still_succeeds_once(tmp_path, mlflow_db):
@@ -103,13 +75,11 @@ def test_worker_killed_mid_trial_and_the_pipeline_still_succeeds_once(tmp_path, 
         extra_env=extra,
     ) as stack:
         for day in ("2024-03-01", "2024-03-02"):
-            assert (
-                _wait_state(stack, "churn__ingest", _trigger(stack, "churn__ingest", {"partition_date": day}))
-                == "success"
-            )
+            run_id = trigger_run(stack, "churn__ingest", {"partition_date": day})
+            assert wait_for_run(stack, "churn__ingest", run_id) == "success"
         wait_validated(tmp_path, ["2024-03-01", "2024-03-02"])  # validate runs on the Asset events
 
-        train = _trigger(stack, "churn__train", {"partition_date": "2024-03-02"})
+        train = trigger_run(stack, "churn__train", {"partition_date": "2024-03-02"})
         victim, trainer = _running_trainer(stack)
         assert victim is not None, "no trial was seen running on a worker"
         killed_trial = json.loads(trainer.cmdline()[trainer.cmdline().index("--trial") + 1])["trial_id"]
@@ -122,14 +92,14 @@ def test_worker_killed_mid_trial_and_the_pipeline_still_succeeds_once(tmp_path, 
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-        assert _wait_state(stack, "churn__train", train, timeout_s=400) == "success"
+        assert wait_for_run(stack, "churn__train", train, timeout_s=400) == "success"
         tis = _get(stack, f"dags/churn__train/dagRuns/{train}/taskInstances")["task_instances"]
         trials = [ti for ti in tis if ti["task_id"] == "trial"]
         assert all(ti["state"] == "success" for ti in trials)
         assert max(ti["try_number"] for ti in trials) >= 2, f"{killed_trial} was not retried: {trials}"
 
-        predict = _trigger(stack, "churn__predict", {"partition_date": "2024-03-02"})
-        assert _wait_state(stack, "churn__predict", predict) == "success"
+        predict = trigger_run(stack, "churn__predict", {"partition_date": "2024-03-02"})
+        assert wait_for_run(stack, "churn__predict", predict) == "success"
 
         lake = Lake(stack["env"]["CORMORANT_LAKE_URI"])
         # (unpausing also started the nightly run for the latest interval: its partition is there too)

@@ -4,13 +4,12 @@ password, the ingest runs on a real scheduler, and its log is read back over the
 from __future__ import annotations
 
 import secrets
-import time
-import uuid
 from datetime import date
 
 import pytest
 import requests
-from airflow_stack import airflow_stack
+from airflow_stack import airflow_stack, trigger_run, wait_for_run
+from support import scratch_database
 
 from cormorant.synthetic import seed_postgres
 
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.e2e
 def test_warehouse_password_is_masked_in_the_task_log(tmp_path):
     import psycopg2
 
-    warehouse = f"cormorant_wh_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {warehouse}")
-    try:
+    with scratch_database("cormorant_wh") as warehouse:
         conn = psycopg2.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={warehouse}")
         seed_postgres(conn, [date(2024, 3, 1)])
         conn.close()
@@ -37,21 +32,8 @@ def test_warehouse_password_is_masked_in_the_task_log(tmp_path):
             tmp_path, users={"ops": login}, unpause=("churn__ingest",), extra_env=extra
         ) as stack:
             url, headers = stack["url"], stack["headers"]
-            run = requests.post(
-                f"{url}/api/v2/dags/churn__ingest/dagRuns",
-                headers=headers,
-                timeout=10,
-                json={"logical_date": None, "conf": {"partition_date": "2024-03-01"}},
-            ).json()
-            run_id = run["dag_run_id"]
-            deadline = time.monotonic() + 180
-            state = None
-            while time.monotonic() < deadline and state not in ("success", "failed"):
-                state = requests.get(
-                    f"{url}/api/v2/dags/churn__ingest/dagRuns/{run_id}", headers=headers, timeout=10
-                ).json()["state"]
-                time.sleep(1)
-            assert state == "success"
+            run_id = trigger_run(stack, "churn__ingest", {"partition_date": "2024-03-01"})
+            assert wait_for_run(stack, "churn__ingest", run_id, timeout_s=180) == "success"
             log = requests.get(
                 f"{url}/api/v2/dags/churn__ingest/dagRuns/{run_id}/taskInstances/warehouse_to_lake/logs/1",
                 headers=headers,
@@ -69,6 +51,3 @@ def test_warehouse_password_is_masked_in_the_task_log(tmp_path):
                 p.read_text() for p in (tmp_path / "cormorant" / "lake").rglob("_manifest.json")
             )
             assert "cormorant_warehouse" in manifests and password not in manifests
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {warehouse} WITH (FORCE)")
-        admin.close()

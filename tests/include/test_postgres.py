@@ -4,31 +4,26 @@ from __future__ import annotations
 
 import math
 import threading
-import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from support import PG_DSN, scratch_database, task_context
 
 from cormorant.postgres import copy_batches
 from cormorant.synthetic import rows_for_day, seed_postgres
 from cormorant.warehouse import SourceSchemaError, extract_partition, raw_dataset
 
 psycopg2 = pytest.importorskip("psycopg2")
-DSN = "host=127.0.0.1 port=5432 user=postgres"
+DSN = PG_DSN
 DAYS = [date(2024, 3, 1), date(2024, 3, 2)]
 
 
 @pytest.fixture(scope="module")
 def database():
-    name = f"cormorant_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(f"{DSN} dbname=postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    yield name
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    with scratch_database("cormorant_test") as name:
+        yield name
 
 
 @pytest.fixture
@@ -213,7 +208,6 @@ def test_additive_evolution_accepts_a_new_column(connect, churn_table, example_s
 
 
 def test_ingest_operator_uses_copy_for_a_postgres_connection(database, churn_table, tmp_path, monkeypatch):
-    from types import SimpleNamespace
 
     from cormorant.config import PROJECT_ROOT
     from cormorant_provider.operators.ingest import WarehouseToLakeOperator
@@ -225,8 +219,7 @@ def test_ingest_operator_uses_copy_for_a_postgres_connection(database, churn_tab
         conn_id="pg_warehouse",
         spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"),
     )
-    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", try_number=1, map_index=-1)
-    refs = op.execute({"params": {"partition_date": "2024-03-02"}, "ti": ti, "outlet_events": {}})
+    refs = op.execute(task_context("2024-03-02"))
     assert op.dialect == "postgres"
     assert refs[0]["rows"] == rows_for_day(DAYS[1])
     assert op.lake.require("churn/raw", "2024-03-02").source["dialect"] == "postgres"

@@ -4,11 +4,10 @@ library and return small references."""
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
 from datetime import date
-from types import SimpleNamespace
 
 import pytest
+from support import task_context
 
 from cormorant.config import PROJECT_ROOT
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -31,18 +30,6 @@ class SqliteTestHook:
         return sqlite3.connect(self.path)
 
 
-def _context(partition=None):
-    events = defaultdict(lambda: SimpleNamespace(extra={}))
-    ti = SimpleNamespace(dag_id="churn__ingest", run_id="manual__1", task_id="t", try_number=1, map_index=-1)
-    return {
-        "params": {"partition_date": partition},
-        "ti": ti,
-        "outlet_events": events,
-        "triggering_asset_events": {},
-        "data_interval_start": None,
-    }
-
-
 @pytest.fixture
 def operator_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CORMORANT_LAKE_URI", (tmp_path / "lake").as_uri())
@@ -54,7 +41,7 @@ def test_ingest_operator_commits_the_partition_and_announces_it(operator_env):
     raw = spec_asset("churn", "raw")
     op = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC, outlets=[raw])
     op.__dict__["hook"] = SqliteTestHook(operator_env / "w.db")
-    context = _context("2024-03-01")
+    context = task_context("2024-03-01")
     refs = op.execute(context)
     assert refs[0]["rows"] == rows_for_day(date(2024, 3, 1))
     assert refs[0]["uri"].endswith("churn/raw/ds=2024-03-01")
@@ -74,10 +61,10 @@ def test_validation_operator_fails_without_retry_and_keeps_the_report(operator_e
         conn.execute("UPDATE customer_activity SET contract_type = 'lifetime'")
     ingest = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC)
     ingest.__dict__["hook"] = SqliteTestHook(operator_env / "w.db")
-    ingest.execute(_context("2024-03-01"))
+    ingest.execute(task_context("2024-03-01"))
     validated = spec_asset("churn", "validated")
     op = DataValidationOperator(task_id="validate", spec_path=SPEC, outlets=[validated])
-    context = _context("2024-03-01")
+    context = task_context("2024-03-01")
     with pytest.raises(AirflowFailException, match="expect_column_values_to_be_in_set on contract_type"):
         op.execute(context)
     report = op.lake.read_json("churn/reports/validation/ds=2024-03-01/result.json")
@@ -90,9 +77,9 @@ def test_source_table_param_reads_another_table_with_the_same_columns(operator_e
         conn.execute("CREATE TABLE staging_activity AS SELECT * FROM customer_activity LIMIT 10")
     op = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC, source_table="staging_activity")
     op.__dict__["hook"] = SqliteTestHook(operator_env / "w.db")
-    refs = op.execute(_context("2024-03-01"))
+    refs = op.execute(task_context("2024-03-01"))
     assert refs[0]["rows"] == 10
     assert "FROM staging_activity" in op.lake.require("churn/raw", "2024-03-01").source["query"]
     bad = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC, source_table="x; DROP TABLE y")
     with pytest.raises(ValueError, match="not a plain SQL identifier"):
-        bad.execute(_context("2024-03-01"))
+        bad.execute(task_context("2024-03-01"))

@@ -4,7 +4,6 @@ S3-compatible HTTP endpoint on loopback (moto's standalone server)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,21 +14,16 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from support import free_port, task_context
 
 from cormorant.lake import Lake
 
 SCHEMA = pa.schema([("id", pa.int64())])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    port = _free_port()
+    port = free_port()
     server = Path(sys.executable).with_name("moto_server")
     process = subprocess.Popen(
         [str(server), "-H", "127.0.0.1", "-p", str(port)],
@@ -131,27 +125,21 @@ def test_failed_write_on_s3_keeps_readers_on_the_last_commit(s3_lake):
     assert lake.partitions("d") == ["2024-03-01"]
 
 
-def test_ingest_operator_writes_the_lake_on_s3(s3_lake, tmp_path):
+def test_ingest_operator_writes_the_lake_on_s3(s3_lake, tmp_path, monkeypatch):
     from cormorant.config import PROJECT_ROOT
     from cormorant.synthetic import rows_for_day, seed_sqlite
     from cormorant_provider.operators.ingest import WarehouseToLakeOperator
 
     seed_sqlite(tmp_path / "w.db", [date(2024, 3, 1)])
-    os.environ["AIRFLOW_CONN_S3_TEST_WAREHOUSE"] = json.dumps(
-        {"conn_type": "sqlite", "host": str(tmp_path / "w.db")}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_S3_TEST_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "w.db")})
     )
-    try:
-        op = WarehouseToLakeOperator(
-            task_id="ingest",
-            conn_id="s3_test_warehouse",
-            spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"),
-        )
-        from types import SimpleNamespace
-
-        ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", try_number=1, map_index=-1)
-        refs = op.execute({"params": {"partition_date": "2024-03-01"}, "ti": ti, "outlet_events": {}})
-    finally:
-        del os.environ["AIRFLOW_CONN_S3_TEST_WAREHOUSE"]
+    op = WarehouseToLakeOperator(
+        task_id="ingest",
+        conn_id="s3_test_warehouse",
+        spec_path=str(PROJECT_ROOT / "include" / "specs" / "churn.yaml"),
+    )
+    refs = op.execute(task_context("2024-03-01"))
     assert refs[0]["uri"].startswith("s3://")
     assert refs[0]["rows"] == rows_for_day(date(2024, 3, 1))
     assert op.dialect == "generic"
@@ -160,7 +148,6 @@ def test_ingest_operator_writes_the_lake_on_s3(s3_lake, tmp_path):
 
 def test_redshift_connection_unloads_into_the_s3_lake_and_commits(s3_lake):
     import re
-    from types import SimpleNamespace
 
     import pyarrow.parquet as pq
     from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
@@ -196,8 +183,7 @@ def test_redshift_connection_unloads_into_the_s3_lake_and_commits(s3_lake):
         redshift_iam_role="arn:aws:iam::123456789012:role/unload",
     )
     op.__dict__["hook"] = hook
-    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", try_number=1, map_index=-1)
-    refs = op.execute({"params": {"partition_date": "2024-03-01"}, "ti": ti, "outlet_events": {}})
+    refs = op.execute(task_context("2024-03-01"))
     (statement,) = hook.statements
     assert statement.startswith(
         "UNLOAD ($$ SELECT * FROM customer_activity WHERE event_ts >= '2024-03-01 00:00:00'"

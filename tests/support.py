@@ -1,0 +1,48 @@
+"""Helpers shared by tests in every layer: a free loopback port, a scratch PostgreSQL database on the
+machine's server, and the slice of an Airflow task context that Cormorant's operators read."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A new, empty database named ``<prefix>_<random>``; dropped (connections and all) afterwards."""
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(f"{PG_DSN} dbname=postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def task_context(partition: str | None = None, *, dag_id: str = "churn__ingest") -> dict[str, Any]:
+    """What an operator's ``execute`` reads from Airflow's context; outlet events record their extras."""
+    ti = SimpleNamespace(dag_id=dag_id, run_id="manual__1", task_id="t", try_number=1, map_index=-1)
+    return {
+        "params": {"partition_date": partition},
+        "ti": ti,
+        "outlet_events": defaultdict(lambda: SimpleNamespace(extra={})),
+        "triggering_asset_events": {},
+        "data_interval_start": None,
+    }
