@@ -6,10 +6,19 @@ Layout under the lake root::
     <dataset>/ds=<YYYY-MM-DD>/_manifest.json                     the commit: written last
 
 A write streams record batches into a new ``run=`` folder, then commits by writing the manifest in
-one step (a rename on a local folder, a single PUT on S3), then removes older attempts. Readers go
-through the manifest only, so they never see a partial partition, and a re-run replaces the
-partition exactly. Paths are ``UPath`` objects; Airflow's ``ObjectStoragePath`` is one, so operators
-pass theirs in and the library stays free of Airflow.
+one step (a rename on a local folder, a single PUT on S3): the last commit wins. Readers go through
+the manifest only, so they never see a partial partition, and a re-run replaces the partition exactly.
+
+Several writers of one partition may overlap (a retry beside another run, a backfill beside a nightly
+run), so cleanup never removes what a commit or a live writer still uses. An attempt is marked
+``_done`` once its fate is sealed (committed, or failed); after committing, a writer removes only
+attempts that are done (or stale: older than ``stale_after``, a killed writer's) and that the
+manifest, read again *after* seeing their marker, does not reference. A done attempt can no longer
+commit, so a manifest read after its marker is the final word on it. A reader whose files were
+replaced by a newer commit between reading the manifest and opening them reads the new commit.
+
+Paths are ``UPath`` objects; Airflow's ``ObjectStoragePath`` is one, so operators pass theirs in and
+the library stays free of Airflow.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +43,13 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 ATTEMPT_PREFIX = "run="
+DONE_MARKER = "_done"
+ATTEMPT_TIME = "%Y%m%dT%H%M%SZ"
+# An attempt that never said it was done (its writer was killed) is removed after this long; it must
+# exceed the longest a task may run, so a live writer is never taken for a dead one.
+STALE_AFTER = timedelta(hours=24)
 LOCAL_PROTOCOLS = ("", "file", "local")
+READ_RETRIES = 3
 
 
 class PartitionNotFound(LookupError):
@@ -56,6 +72,11 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     format_version: int = 1
+
+    @property
+    def attempts(self) -> set[str]:
+        """The ``run=`` folders this commit's files live in."""
+        return {f["path"].split("/", 1)[0] for f in self.files}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -92,6 +113,39 @@ class _HashingWriter:
 
 def is_local(path: UPath) -> bool:
     return getattr(path, "protocol", "") in LOCAL_PROTOCOLS
+
+
+def new_attempt_name(now: datetime | None = None) -> str:
+    """``run=<UTC start time>-<random>``: unique, and its age is readable from its name alone."""
+    return f"{ATTEMPT_PREFIX}{(now or datetime.now(UTC)).strftime(ATTEMPT_TIME)}-{uuid.uuid4().hex[:12]}"
+
+
+def attempt_started(name: str) -> datetime | None:
+    """When an attempt started, from its name (None for a name without a time)."""
+    stamp = name.removeprefix(ATTEMPT_PREFIX).split("-", 1)[0]
+    try:
+        return datetime.strptime(stamp, ATTEMPT_TIME).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _fresh_listing(path: UPath) -> list[UPath]:
+    """The children of ``path`` as they are now (object stores cache listings per process)."""
+    invalidate = getattr(path.fs, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate(path.path)
+    try:
+        return list(path.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _read_text_or_none(path: UPath) -> str | None:
+    """The file's text, or None if it does not exist (one request, no cached existence check)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def write_bytes_atomic(path: UPath, data: bytes) -> None:
@@ -174,10 +228,40 @@ class Lake:
             if first is None:
                 raise ValueError(f"lake {dataset}/{partition}: no batches to take a schema from")
             schema, batches = first.schema, itertools.chain([first], stream)
-        key = self.partition_key(dataset, partition)
-        attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}"
-        data_path = self.path(f"{key}/{attempt}/part-00000.parquet")
-        data_path.parent.mkdir(parents=True, exist_ok=True)
+        attempt, folder = self.new_attempt(dataset, partition)
+        try:
+            return self._write_attempt(
+                dataset,
+                partition,
+                attempt,
+                folder,
+                batches,
+                schema,
+                partition_column,
+                source,
+                lineage,
+                progress_every_rows,
+                row_group_rows,
+            )
+        except BaseException:
+            self.abandon(folder)
+            raise
+
+    def _write_attempt(
+        self,
+        dataset: str,
+        partition: str,
+        attempt: str,
+        folder: UPath,
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
+        partition_column: str | None,
+        source: dict[str, Any] | None,
+        lineage: dict[str, Any] | None,
+        progress_every_rows: int,
+        row_group_rows: int,
+    ) -> Manifest:
+        data_path = folder / "part-00000.parquet"
         rows, lo, hi = 0, None, None
         next_report = progress_every_rows
         pending: list[pa.RecordBatch] = []
@@ -239,7 +323,7 @@ class Lake:
         source: dict[str, Any] | None,
         lineage: dict[str, Any] | None,
     ) -> Manifest:
-        """Write the manifest (the commit), then remove older attempts of the partition."""
+        """Write the manifest (the commit), mark the attempt done, then remove attempts nobody uses."""
         key = self.partition_key(dataset, partition)
         lo, hi = bounds
         manifest = Manifest(
@@ -256,7 +340,11 @@ class Lake:
             lineage=lineage or {},
         )
         write_bytes_atomic(self.path(f"{key}/{MANIFEST}"), manifest.to_json().encode())
-        self._remove_other_attempts(key, keep=attempt)
+        try:  # committed: nothing after this point may fail the write
+            self._mark_done(self.path(f"{key}/{attempt}"), "committed")
+            self.remove_unused_attempts(dataset, partition)
+        except Exception:
+            log.warning("lake %s/%s: cleanup after the commit failed", dataset, partition, exc_info=True)
         log.info(
             "lake %s/%s committed: %d rows, content %s",
             dataset,
@@ -267,9 +355,26 @@ class Lake:
         return manifest
 
     def new_attempt(self, dataset: str, partition: str) -> tuple[str, UPath]:
-        """A fresh attempt folder for a writer outside this class (Redshift UNLOAD, say)."""
-        attempt = f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}"
-        return attempt, self.path(f"{self.partition_key(dataset, partition)}/{attempt}")
+        """A fresh attempt folder (also for a writer outside this class: Redshift UNLOAD, say)."""
+        attempt = new_attempt_name()
+        folder = self.path(f"{self.partition_key(dataset, partition)}/{attempt}")
+        folder.mkdir(parents=True, exist_ok=True)
+        return attempt, folder
+
+    @staticmethod
+    def _mark_done(folder: UPath, fate: str) -> None:
+        write_bytes_atomic(folder / DONE_MARKER, fate.encode())
+
+    def abandon(self, folder: UPath) -> None:
+        """A failed attempt: say it is done, then remove it unless a commit uses it (best effort;
+        a later cleanup retries)."""
+        try:
+            self._mark_done(folder, "abandoned")
+            text = _read_text_or_none(folder.parent / MANIFEST)
+            if text is None or folder.name not in Manifest.from_json(text).attempts:
+                _remove_tree(folder)
+        except Exception:  # the write's own error is the one to report
+            log.warning("lake: could not remove the failed attempt %s", folder, exc_info=True)
 
     def commit_files(
         self,
@@ -281,11 +386,29 @@ class Lake:
         source: dict[str, Any] | None = None,
         lineage: dict[str, Any] | None = None,
     ) -> Manifest:
-        """Commit Parquet files that another writer put in ``attempt``: the manifest is written last."""
-        key = self.partition_key(dataset, partition)
-        folder = self.path(f"{key}/{attempt}")
+        """Commit Parquet files that another writer put in ``attempt``: the manifest is written last.
+        On failure the attempt is abandoned (the previous commit stays)."""
+        folder = self.path(f"{self.partition_key(dataset, partition)}/{attempt}")
+        try:
+            return self._commit_foreign_files(
+                dataset, partition, attempt, folder, partition_column, source, lineage
+            )
+        except BaseException:
+            self.abandon(folder)
+            raise
+
+    def _commit_foreign_files(
+        self,
+        dataset: str,
+        partition: str,
+        attempt: str,
+        folder: UPath,
+        partition_column: str | None,
+        source: dict[str, Any] | None,
+        lineage: dict[str, Any] | None,
+    ) -> Manifest:
         files, schema, rows, lo, hi = [], None, 0, None, None
-        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        for path in sorted(_fresh_listing(folder), key=lambda p: p.name):
             if path.name.startswith((".", "_")):
                 continue
             data = path.read_bytes()
@@ -311,10 +434,39 @@ class Lake:
             dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
         )
 
-    def _remove_other_attempts(self, key: str, keep: str) -> None:
-        for child in self.path(key).iterdir():
-            if child.name.startswith(ATTEMPT_PREFIX) and child.name != keep:
+    def remove_unused_attempts(
+        self, dataset: str, partition: str, *, stale_after: timedelta = STALE_AFTER
+    ) -> list[str]:
+        """Remove the partition's attempts that are done (or stale) and not in the current commit.
+
+        Safe beside live writers and other cleanups: an attempt still writing has no done marker
+        and is younger than ``stale_after``; the manifest is read after the markers, so an attempt
+        that committed in between is seen as referenced. Returns the removed attempts' names.
+        """
+        key = self.partition_key(dataset, partition)
+        now = datetime.now(UTC)
+        candidates = []
+        for child in _fresh_listing(self.path(key)):
+            if not child.name.startswith(ATTEMPT_PREFIX):
+                continue
+            started = attempt_started(child.name)
+            stale = started is not None and now - started > stale_after
+            if stale or _read_text_or_none(child / DONE_MARKER) is not None:
+                candidates.append(child)
+        if not candidates:
+            return []
+        text = _read_text_or_none(self.path(f"{key}/{MANIFEST}"))
+        in_use = Manifest.from_json(text).attempts if text else set()
+        removed = []
+        for child in candidates:
+            if child.name in in_use:
+                continue
+            try:
                 _remove_tree(child)
+                removed.append(child.name)
+            except FileNotFoundError:  # another writer's cleanup got there first
+                pass
+        return removed
 
     def write_json(self, key: str, obj: Any) -> str:
         """Write a JSON document atomically; returns its URI."""
@@ -333,8 +485,8 @@ class Lake:
         return json.loads(path.read_text()) if path.exists() else None
 
     def manifest(self, dataset: str, partition: str) -> Manifest | None:
-        path = self.path(f"{self.partition_key(dataset, partition)}/{MANIFEST}")
-        return Manifest.from_json(path.read_text()) if path.exists() else None
+        text = _read_text_or_none(self.path(f"{self.partition_key(dataset, partition)}/{MANIFEST}"))
+        return Manifest.from_json(text) if text is not None else None
 
     def require(self, dataset: str, partition: str) -> Manifest:
         manifest = self.manifest(dataset, partition)
@@ -356,25 +508,62 @@ class Lake:
             if child.name.startswith("ds=") and (child / MANIFEST).exists()
         )
 
+    def _consistent(self, dataset: str, partition: str, read: Callable[[Manifest], Any]) -> Any:
+        """``read(manifest)`` of the current commit; if a newer commit replaced its files meanwhile
+        (``FileNotFoundError``), read that one instead."""
+        manifest = self.require(dataset, partition)
+        for _ in range(READ_RETRIES):
+            try:
+                return read(manifest)
+            except FileNotFoundError:
+                newer = self.require(dataset, partition)
+                if newer == manifest:
+                    raise
+                log.info("lake %s/%s: a newer commit landed while reading; reading it", dataset, partition)
+                manifest = newer
+        return read(manifest)
+
     def read(self, dataset: str, partition: str, columns: list[str] | None = None) -> pa.Table:
         """Read one committed partition."""
-        manifest = self.require(dataset, partition)
         key = self.partition_key(dataset, partition)
-        tables = []
-        for entry in manifest.files:
-            with self.path(f"{key}/{entry['path']}").open("rb") as f:
-                tables.append(pq.read_table(f, columns=columns))
-        return pa.concat_tables(tables)
+
+        def read_files(manifest: Manifest) -> pa.Table:
+            tables = []
+            for entry in manifest.files:
+                with self.path(f"{key}/{entry['path']}").open("rb") as f:
+                    tables.append(pq.read_table(f, columns=columns))
+            return pa.concat_tables(tables)
+
+        return self._consistent(dataset, partition, read_files)
 
     def iter_batches(
         self, dataset: str, partition: str, *, batch_size: int = 65_536, columns: list[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
-        """Stream a committed partition in record batches (bounded memory)."""
-        manifest = self.require(dataset, partition)
+        """Stream a committed partition in record batches (bounded memory).
+
+        The files are opened before the first batch is yielded, so a commit landing later cannot
+        pull them away (an open file survives its removal on a local disk; on S3 the stream keeps
+        its object version only while open, so the consumer should not dawdle)."""
         key = self.partition_key(dataset, partition)
-        for entry in manifest.files:
-            with self.path(f"{key}/{entry['path']}").open("rb") as f:
+
+        def open_files(manifest: Manifest) -> list[Any]:
+            opened = []
+            try:
+                for entry in manifest.files:
+                    opened.append(self.path(f"{key}/{entry['path']}").open("rb"))
+            except BaseException:
+                for f in opened:
+                    f.close()
+                raise
+            return opened
+
+        files = self._consistent(dataset, partition, open_files)
+        try:
+            for f in files:
                 yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+        finally:
+            for f in files:
+                f.close()
 
     def read_many(
         self, dataset: str, partitions: Iterable[str], columns: list[str] | None = None

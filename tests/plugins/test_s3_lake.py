@@ -4,46 +4,16 @@ S3-compatible HTTP endpoint on loopback (moto's standalone server)."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from datetime import date
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from support import free_port, task_context
+from support import task_context
 
 from cormorant.lake import Lake
 
 SCHEMA = pa.schema([("id", pa.int64())])
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = free_port()
-    server = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("moto_server did not start")
-    yield url
-    process.terminate()
-    process.wait(10)
 
 
 @pytest.fixture
