@@ -1,5 +1,6 @@
 """A writer killed with SIGKILL at any point leaves no partial partition visible, and its re-run
-commits a complete one; its unused folder is removed once stale. The child process is stopped at chosen points of the write protocol."""
+commits a complete one; its unused folder is removed once stale. The child process is stopped at
+chosen points of the write protocol."""
 
 from __future__ import annotations
 
