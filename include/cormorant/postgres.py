@@ -109,13 +109,16 @@ def copy_batches(
         source = os.fdopen(read_fd, "rb", buffering=1 << 20)
         completed = False
         try:
-            reader = csv.open_csv(
-                source,
-                read_options=csv.ReadOptions(column_names=schema.names, block_size=block_size),
-                parse_options=csv.ParseOptions(newlines_in_values=True),
-                convert_options=options,
-            )
-            yield from reader
+            # No rows (a holiday, a gap) is an empty stream, which Arrow refuses to open; a server error
+            # also ends the stream early, and is raised below once the COPY thread has finished.
+            if source.peek(1):
+                reader = csv.open_csv(
+                    source,
+                    read_options=csv.ReadOptions(column_names=schema.names, block_size=block_size),
+                    parse_options=csv.ParseOptions(newlines_in_values=True),
+                    convert_options=options,
+                )
+                yield from reader
             completed = True
         except pa.ArrowInvalid as e:
             if not failure:

@@ -38,12 +38,67 @@ def partition_bounds(partition: str) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def source_relation(spec: ModelSpec) -> str:
+    """The spec's table, or its SQL as a derived table."""
+    return spec.source.table or f"({spec.source.sql}) AS cormorant_source"
+
+
+def sort_columns(spec: ModelSpec) -> list[str]:
+    """The order rows are extracted in: the partition column, then the key columns, then every other
+    column the spec reads. Ties in the partition column would otherwise come back in whatever order
+    the warehouse's sort leaves them, and the partition's content hash would change on every re-run."""
+    source = spec.source
+    return list(dict.fromkeys([source.partition_column, *source.key_columns, *spec.required_columns]))
+
+
 def build_extract_query(spec: ModelSpec, placeholder: str = "?") -> str:
     """The SQL selecting one interval of the source; identifiers were checked when the spec was parsed."""
-    source = spec.source
-    relation = source.table or f"({source.sql}) AS cormorant_source"
-    col = source.partition_column
-    return f"SELECT * FROM {relation} WHERE {col} >= {placeholder} AND {col} < {placeholder} ORDER BY {col}"
+    col = spec.source.partition_column
+    order = ", ".join(sort_columns(spec))
+    return (
+        f"SELECT * FROM {source_relation(spec)} "
+        f"WHERE {col} >= {placeholder} AND {col} < {placeholder} ORDER BY {order}"
+    )
+
+
+def source_columns(conn: Any, spec: ModelSpec) -> list[str]:
+    """The source's column names, asked of the warehouse without reading a row."""
+    cursor = conn.cursor()
+    try:
+        cursor.execute(f"SELECT * FROM {source_relation(spec)} WHERE 1 = 0")
+        return [d[0] for d in cursor.description]
+    finally:
+        cursor.close()
+
+
+def check_source_columns(spec: ModelSpec, found: Sequence[str]) -> None:
+    """Fail before extracting when the source lacks a column the spec names, saying which spec field
+    names it and the closest existing column (a driver error would name neither)."""
+    import difflib
+
+    fields: dict[str, str] = {spec.source.partition_column: "source.partition_column"}
+    for column in spec.source.key_columns:
+        fields.setdefault(column, "source.key_columns")
+    for column in spec.features.numeric:
+        fields.setdefault(column, "features.numeric")
+    for column in spec.features.categorical:
+        fields.setdefault(column, "features.categorical")
+    fields.setdefault(spec.target.column, "target.column")
+    available = list(found)
+    problems = []
+    for column, field_name in fields.items():
+        if column not in available:
+            close = difflib.get_close_matches(column, available, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                f"{field_name}: column {column!r} does not exist in the source (dropped or renamed?){hint}"
+            )
+    if problems:
+        where = spec.source.table or "the spec's source.sql"
+        raise SourceSchemaError(
+            f"spec {spec.name!r}, source {where}: {len(problems)} column(s) the spec names are missing "
+            f"(the source has {', '.join(available)}):\n- " + "\n- ".join(problems)
+        )
 
 
 def spec_types(spec: ModelSpec) -> dict[str, pa.DataType]:
@@ -194,6 +249,7 @@ def extract_partition(
     conn = connect()
     batches: Generator[pa.RecordBatch] | None = None
     try:
+        check_source_columns(spec, source_columns(conn, spec))
         if fast:
             from cormorant.postgres import copy_batches
 

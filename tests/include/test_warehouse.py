@@ -49,7 +49,9 @@ def test_partition_bounds_are_a_half_open_utc_day():
 
 def test_query_selects_the_interval_with_the_hook_placeholder(example_spec):
     assert build_extract_query(example_spec, "%s") == (
-        "SELECT * FROM customer_activity WHERE event_ts >= %s AND event_ts < %s ORDER BY event_ts"
+        "SELECT * FROM customer_activity WHERE event_ts >= %s AND event_ts < %s ORDER BY event_ts, "
+        "customer_id, tenure_months, monthly_charges, support_calls, usage_gb, contract_type, region, "
+        "payment_method, churned"
     )
 
 
@@ -109,3 +111,16 @@ def test_all_null_column_and_empty_day_keep_the_spec_types(warehouse, example_sp
     assert empty.row_count == 0
     assert {"name": "monthly_charges", "type": "double"} in empty.schema
     assert lake.read(raw_dataset(example_spec), "2024-03-09").num_rows == 0
+
+
+def test_a_misspelled_partition_column_is_named_before_any_extraction(warehouse, example_spec, lake):
+    spec = example_spec.model_copy(
+        update={"source": example_spec.source.model_copy(update={"partition_column": "event_tz"})}
+    )
+    with pytest.raises(SourceSchemaError) as info:
+        extract_partition(lambda: sqlite3.connect(warehouse), spec, "2024-03-01", lake)
+    message = str(info.value)
+    assert "source.partition_column: column 'event_tz' does not exist in the source" in message
+    assert "did you mean 'event_ts'?" in message
+    assert "customer_activity" in message and "'churn'" in message
+    assert lake.partitions(raw_dataset(spec)) == []
