@@ -12,6 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres"
+# The one timeout of every wait in the end-to-end tests (a page element, a run, a backfill, the stack
+# starting, one HTTP request). Generous, because CI's machine may be busy: a wait that passes stops as
+# soon as its condition holds, so only a failure ever waits this long. Whole training runs wait twice it.
+E2E_TIMEOUT_S = 300
 
 
 def free_port() -> int:

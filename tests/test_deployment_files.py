@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -118,3 +119,104 @@ def test_compose_services_refer_to_things_that_exist(compose):
         "minio",
     ):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
+
+
+def _words(value) -> str:
+    return " ".join(value) if isinstance(value, list) else str(value or "")
+
+
+def test_no_secret_is_on_a_command_line(compose):
+    """Command lines are visible in ps and docker inspect: secrets go through the environment."""
+    for name, service in compose["services"].items():
+        line = _words(service.get("command")) + " " + _words(service.get("entrypoint"))
+        assert not re.search(r"\$\{\w*(PASSWORD|SECRET|TOKEN|KEY)\w*\}", line), (
+            f"{name} has a secret on its command"
+        )
+        assert not re.search(r"://[^:/@\s]+:[^@\s]+@", line), (
+            f"{name} has a URI with a password on its command"
+        )
+
+
+def test_mlflow_requires_authentication_and_is_published_on_this_host_only(compose):
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    assert "--app-name basic-auth" in _words(mlflow["command"])
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == "${MLFLOW_TRACKING_PASSWORD}"
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            if name != "api-server":  # Airflow's UI and REST API, behind Airflow's own auth
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    for name in ("api-server", "scheduler", "worker", "dag-processor", "triggerer"):
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_USERNAME"] == "${MLFLOW_TRACKING_USERNAME}"
+        assert env["MLFLOW_TRACKING_PASSWORD"] == "${MLFLOW_TRACKING_PASSWORD}"
+
+
+def test_the_compose_mlflow_command_refuses_anonymous_clients_and_hides_its_secrets(compose, tmp_path):
+    """Run the compose file's own MLflow command and environment on loopback (SQLite in place of the
+    PostgreSQL backend): anonymous requests get 401, the configured account gets in, and no secret
+    appears on any of its processes' command lines."""
+    import secrets
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+    from support import free_port
+
+    service = compose["services"]["mlflow"]
+    password, secret_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    values = {
+        "MLFLOW_TRACKING_USERNAME": "cormorant",
+        "MLFLOW_TRACKING_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key,
+    }
+    env = {
+        k: re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), "x"), str(v))
+        for k, v in service["environment"].items()
+    }
+    env["MLFLOW_BACKEND_STORE_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ini = (PROJECT_ROOT / "scripts" / "compose" / "mlflow-auth.ini").read_text()
+    (tmp_path / "auth.ini").write_text(
+        re.sub(r"database_uri = .*", f"database_uri = sqlite:///{tmp_path / 'auth.db'}", ini)
+    )
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(tmp_path / "auth.ini")
+    port = free_port()
+    command = list(service["command"])
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
+    command[command.index("--artifacts-destination") + 1] = (tmp_path / "artifacts").as_uri()
+    command[0] = str(Path(sys.executable).with_name("mlflow"))
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=(tmp_path / "mlflow.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/search"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                anonymous = requests.get(url, timeout=5)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, (tmp_path / "mlflow.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "MLflow did not start"
+                time.sleep(0.5)
+        assert anonymous.status_code == 401
+        assert requests.get(url, auth=("cormorant", "wrong"), timeout=5).status_code == 401
+        assert requests.get(url, auth=("cormorant", password), timeout=5).status_code == 200
+        pids = subprocess.run(
+            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert pids
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                assert password not in cmdline and secret_key not in cmdline
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(30)

@@ -220,16 +220,26 @@ def drift_report_prefix(spec: ModelSpec, partition: str) -> str:
 def check_partition(spec: ModelSpec, lake: Any, partition: str, settings: Any) -> dict[str, Any]:
     """Compare a partition and its predictions with the reference of the model that made them.
 
+    Only a validated, non-empty commit with predictions made from that very commit is checked.
+
     Writes ``report.json``, ``report.html`` and ``psi.png`` under the partition's report prefix and
     returns the report (with ``report_uri`` and ``html_uri`` added).
     """
     import mlflow
 
-    from cormorant.inference import predictions_dataset
+    from cormorant.errors import PartitionNotValidated
+    from cormorant.inference import predictions_dataset, require_scorable
     from cormorant.tracking import configure
     from cormorant.warehouse import raw_dataset
 
+    raw = require_scorable(spec, lake, partition)
     predictions = lake.require(predictions_dataset(spec), partition)
+    if predictions.source.get("raw_content_hash") != raw.content_hash:
+        raise PartitionNotValidated(
+            f"spec {spec.name!r}, partition {partition}: the predictions were made from an earlier commit "
+            f"of the partition; the predict DAG has not scored the current one yet",
+            retryable=True,
+        )
     model = predictions.source.get("model") or {}
     if not model.get("run_id"):
         raise ValueError(f"predictions {spec.name}/ds={partition} do not record the model that made them")

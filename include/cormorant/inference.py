@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from cormorant.config import Settings
+from cormorant.errors import NothingToDo, ParamError
 from cormorant.lake import Lake, Manifest
 from cormorant.spec import ModelSpec
 
@@ -21,8 +22,12 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
 
 
-class NoChampion(LookupError):
-    """The registry has no version under the requested alias."""
+class NoChampion(NothingToDo, LookupError):
+    """The registry has no version under the requested alias yet (nothing has been trained)."""
+
+
+class UnknownModelVersion(ParamError, LookupError):
+    """An explicit model version that the registry does not have."""
 
 
 def predictions_dataset(spec: ModelSpec) -> str:
@@ -48,14 +53,46 @@ def resolve_model(
             else client.get_model_version_by_alias(name, alias)
         )
     except MlflowException as e:
-        wanted = f"version {version}" if version else f"alias {alias!r}"
-        raise NoChampion(f"registered model {name!r} has no {wanted}; run the train DAG first") from e
+        if version:
+            raise UnknownModelVersion(
+                f"model_version {version!r}: registered model {name!r} has no such version; "
+                f"it has {_existing_versions(client, name)}"
+            ) from e
+        raise NoChampion(
+            f"registered model {name!r} has no alias {alias!r} yet; run the train DAG first"
+        ) from e
     return {
         "name": name,
         "version": str(mv.version),
         "run_id": mv.run_id,
         "uri": f"models:/{name}/{mv.version}",
     }
+
+
+def _existing_versions(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    except MlflowException:
+        versions = []
+    return f"versions {', '.join(map(str, versions))}" if versions else "no versions (nothing trained yet)"
+
+
+def require_scorable(spec: ModelSpec, lake: Lake, partition: str) -> Manifest:
+    """The partition's commit if it can be scored: it passed validation for exactly this commit
+    (:func:`cormorant.validation.require_validated`) and has rows; an empty day is nothing to do."""
+    from cormorant.validation import require_validated, validation_report_key
+    from cormorant.warehouse import raw_dataset
+
+    manifest = lake.require(raw_dataset(spec), partition)
+    if manifest.row_count == 0:
+        report = lake.read_json(validation_report_key(spec, partition)) or {}
+        why = "; ".join(f["detail"] for f in report.get("failures", []) if "rows" in f.get("detail", ""))
+        raise NothingToDo(
+            f"spec {spec.name!r}, partition {partition}: 0 rows, nothing to score ({why or 'an empty day'})"
+        )
+    return require_validated(spec, lake, partition)[0]
 
 
 def predict_partition(
@@ -67,7 +104,10 @@ def predict_partition(
     batch_size: int = 65_536,
     lineage: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Score every row of ``partition`` with ``model`` (from :func:`resolve_model`) and commit the output."""
+    """Score every row of ``partition`` with ``model`` (from :func:`resolve_model`) and commit the output.
+
+    Only a commit that passed validation is scored (:func:`require_scorable`); nothing is written
+    otherwise."""
     import mlflow.onnx
     import numpy as np
 
@@ -75,9 +115,9 @@ def predict_partition(
     from cormorant.features import onnx_feed
     from cormorant.warehouse import raw_dataset
 
-    session = onnx_session(mlflow.onnx.load_model(model["uri"]))
     raw = raw_dataset(spec)
-    manifest = lake.require(raw, partition)
+    manifest = require_scorable(spec, lake, partition)
+    session = onnx_session(mlflow.onnx.load_model(model["uri"]))
     passthrough = [*spec.source.key_columns, spec.source.partition_column]
     columns = list(dict.fromkeys([*passthrough, *spec.feature_columns]))
     raw_types = {f["name"] for f in manifest.schema}

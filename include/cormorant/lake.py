@@ -39,6 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from cormorant.errors import CormorantError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
@@ -52,8 +54,10 @@ LOCAL_PROTOCOLS = ("", "file", "local")
 READ_RETRIES = 3
 
 
-class PartitionNotFound(LookupError):
-    """No committed partition exists for a dataset and date."""
+class PartitionNotFound(CormorantError, LookupError):
+    """No committed partition exists for a dataset and date (yet: its ingest may still land it)."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)

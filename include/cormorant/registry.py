@@ -2,8 +2,8 @@
 
 The sweep's best trial is registered as a new version of ``cormorant.<spec>``. The ``champion``
 alias moves to it only when it beats the current champion on the same holdout, both scored here
-through ONNX Runtime. Registration is idempotent: a sweep already registered (same sweep key and
-trial) reuses its version.
+through ONNX Runtime. Registration is idempotent: a trained model (an MLflow run) is registered once,
+whichever sweep selects it again (a re-run, a narrower ``families`` conf, a cached trial).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from cormorant.config import Settings
+from cormorant.errors import CormorantError
 from cormorant.lake import Lake
 from cormorant.spec import ModelSpec
 
@@ -43,17 +44,35 @@ def current_champion(client: Any, name: str) -> Any | None:
         return None
 
 
-def _existing_version(client: Any, name: str, sweep_key: str, trial_id: str) -> Any | None:
+class SweepFailed(CormorantError):
+    """No trial of a sweep succeeded; the message names every trial's cause."""
+
+
+def _existing_version(client: Any, name: str, run_id: str) -> Any | None:
+    """The version already registered from ``run_id`` (the earliest, if an older release made several)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = client.search_model_versions(
-            f"name = '{name}' and tags.`cormorant.sweep_key` = '{sweep_key}'"
-        )
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     except MlflowException:
         return None
-    matches = [v for v in found if v.tags.get("cormorant.trial_id") == trial_id]
-    return max(matches, key=lambda v: int(v.version)) if matches else None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def trial_failures(spec: ModelSpec, lake: Lake, plan: dict[str, Any], succeeded: set[str]) -> dict[str, str]:
+    """Each planned trial that did not succeed -> its cause, from the trial records in the lake."""
+    from cormorant.trainer import Trial, trial_record_key
+
+    causes = {}
+    for trial_id in plan.get("trial_ids") or []:
+        if trial_id in succeeded:
+            continue
+        key = trial_record_key(spec, Trial(trial_id, "", {}, [], [], 0, 0, sweep_key=plan["sweep_key"]))
+        record = lake.read_json(key) or {}
+        causes[trial_id] = (
+            record.get("error") or "no outcome recorded (the trial task failed before the trainer ran)"
+        )
+    return causes
 
 
 def register_and_promote(
@@ -70,9 +89,18 @@ def register_and_promote(
     configure(settings)
     client = MlflowClient()
     name = spec.registered_model_name
-    best = select_best(results, higher_is_better=spec.metric_higher_is_better)
     succeeded = {r["trial_id"] for r in results if r and r.get("status") == "ok"}
-    failed = sorted(set(plan.get("trial_ids") or []) - succeeded)
+    causes = trial_failures(spec, lake, plan, succeeded)
+    for trial_id, cause in causes.items():
+        log.warning("trial %s failed and is left out of the selection: %s", trial_id, cause)
+    if not succeeded:
+        planned = len(plan.get("trial_ids") or []) or len(results)
+        raise SweepFailed(
+            f"spec {spec.name!r}: no trial succeeded out of {planned} (sweep {plan['sweep_key']}):\n- "
+            + "\n- ".join(f"{t}: {c}" for t, c in causes.items())
+        )
+    failed = sorted(causes)
+    best = select_best(results, higher_is_better=spec.metric_higher_is_better)
     tags = {
         "cormorant.spec": spec.name,
         "cormorant.sweep_key": plan["sweep_key"],
@@ -81,7 +109,7 @@ def register_and_promote(
         "cormorant.run_id": best["run_id"],
         "cormorant.spec_fingerprint": spec.fingerprint,
     }
-    version = _existing_version(client, name, plan["sweep_key"], best["trial_id"])
+    version = _existing_version(client, name, best["run_id"])
     if version is None:
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # already registered
             client.create_registered_model(
@@ -91,8 +119,9 @@ def register_and_promote(
         log.info("registered %s version %s from trial %s", name, version.version, best["trial_id"])
     else:
         log.info(
-            "sweep %s already registered as %s version %s; reusing it",
-            plan["sweep_key"],
+            "trial %s's model (run %s) is already registered as %s version %s; reusing it",
+            best["trial_id"],
+            best["run_id"],
             name,
             version.version,
         )
@@ -150,6 +179,7 @@ def register_and_promote(
         "champion_holdout_metric": champion_metric,
         "run_id": best["run_id"],
         "failed_trials": failed,
+        "failure_causes": causes,
         "selection": best.get("selection"),
         "trials": len(results),
     }

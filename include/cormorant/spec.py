@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cormorant.errors import CormorantError
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 QUALIFIED_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 SPEC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -54,12 +56,25 @@ def experiment_name(spec_name: str) -> str:
     return f"cormorant/{spec_name}"
 
 
-class SpecError(ValueError):
-    """A spec file is malformed; the message names the file and the field."""
+class SpecError(CormorantError, ValueError):
+    """A spec file is malformed; the message names the file and every bad field.
 
-    def __init__(self, path: Path | str, field: str, problem: str):
+    ``field`` and ``problem`` are the first problem's; ``problems`` holds all of them as
+    ``(field, problem)`` pairs.
+    """
+
+    def __init__(
+        self, path: Path | str, field: str, problem: str, *, more: list[tuple[str, str]] | None = None
+    ):
         self.path, self.field, self.problem = str(path), field, problem
-        super().__init__(f"model spec {self.path}: field '{field}': {problem}")
+        self.problems = [(field, problem), *(more or [])]
+        if len(self.problems) == 1:
+            message = f"model spec {self.path}: field '{field}': {problem}"
+        else:
+            message = f"model spec {self.path}: {len(self.problems)} problems:\n" + "\n".join(
+                f"- field '{f}': {p}" for f, p in self.problems
+            )
+        super().__init__(message)
 
 
 class _Strict(BaseModel):
@@ -142,7 +157,12 @@ class ColumnRule(_Strict):
 
 class ValidationSpec(_Strict):
     min_rows: Annotated[int, Field(ge=0)] = 1
+    # For every column but the target, which may have no nulls unless its own rule says otherwise.
     default_max_null_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    # Every numeric feature's values are finite (no NaN, +inf or -inf); nulls are governed above.
+    finite_numbers: bool = True
+    # No two rows of a partition share the values of source.key_columns.
+    unique_keys: bool = True
     columns: dict[str, ColumnRule] = Field(default_factory=dict)
 
 
@@ -308,6 +328,50 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The spec model that holds the field at ``loc`` (following nested models and dict values)."""
+    import typing
+
+    def as_model(annotation: Any) -> type[BaseModel] | None:
+        return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+    model: type[BaseModel] | None = ModelSpec
+    steps = list(loc[:-1])
+    while steps and model is not None:
+        info = model.model_fields.get(str(steps.pop(0)))
+        if info is None:
+            return None
+        annotation = info.annotation
+        nested = as_model(annotation)
+        if nested is None and typing.get_origin(annotation) is dict:  # a mapping of names to models
+            nested = as_model(typing.get_args(annotation)[1])
+            if steps:
+                steps.pop(0)
+        model = nested
+    return model
+
+
+def _known_fields(loc: tuple[Any, ...]) -> list[str]:
+    model = _model_at(loc)
+    if model is None:
+        return []
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _problem(err: dict[str, Any]) -> str:
+    from cormorant.errors import closest
+
+    if err["type"] == "extra_forbidden":
+        known = _known_fields(err["loc"])
+        hint = closest(str(err["loc"][-1]), known)
+        return f"unknown field{hint}" + (
+            f" (expected one of: {', '.join(known)})" if known and not hint else ""
+        )
+    if err["type"] == "missing":
+        return "required field is missing"
+    return err["msg"].removeprefix("Value error, ")
+
+
 def parse_spec(text: str, path: Path | str = "<string>") -> ModelSpec:
     """Parse a spec from YAML text. Raises :class:`SpecError` naming ``path`` and the first bad field."""
     try:
@@ -319,14 +383,9 @@ def parse_spec(text: str, path: Path | str = "<string>") -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        problem = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            problem = "unknown field"
-        elif err["type"] == "missing":
-            problem = "required field is missing"
-        more = f" (and {e.error_count() - 1} more problem(s))" if e.error_count() > 1 else ""
-        raise SpecError(path, _field_path(err["loc"]), problem + more) from e
+        problems = [(_field_path(err["loc"]), _problem(err)) for err in e.errors()]
+        (field, problem), *more = problems
+        raise SpecError(path, field, problem, more=more) from e
     expected = Path(path).stem if path != "<string>" else spec.name
     if spec.name != expected:
         raise SpecError(path, "name", f"must match the file name {expected!r}; found {spec.name!r}")

@@ -17,17 +17,23 @@ from datetime import date, timedelta
 from typing import Any
 
 from cormorant import __version__
+from cormorant.errors import CormorantError, PartitionNotValidated
 from cormorant.lake import Lake
 from cormorant.spec import FAMILIES, ModelSpec, TrialResources
 from cormorant.trainer import Trial
-from cormorant.validation import validation_report_key
+from cormorant.validation import require_validated
 from cormorant.warehouse import raw_dataset
 
 log = logging.getLogger(__name__)
 
 
-class SweepNotReady(RuntimeError):
-    """The training window cannot be used; the message lists every partition at fault."""
+class SweepNotReady(CormorantError, RuntimeError):
+    """The training window cannot be used; the message lists every partition at fault. Retryable only
+    when every fault is a partition not validated *yet*."""
+
+    def __init__(self, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def window(end: str, days: int) -> list[str]:
@@ -45,33 +51,57 @@ def grid(space: dict[str, list[Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict[str, str]:
-    """Committed, validated partitions among ``candidates`` (-> content hash); raises on a bad one."""
+    """Committed, validated partitions among ``candidates`` (-> content hash); raises on a bad one.
+
+    Days not in the lake and empty days (a holiday, a gap) are left out of the window, with a log line.
+    """
     ready: dict[str, str] = {}
-    problems: list[str] = []
+    problems: list[PartitionNotValidated] = []
     absent: list[str] = []
+    empty: list[str] = []
     for partition in candidates:
         manifest = lake.manifest(raw_dataset(spec), partition)
         if manifest is None:
             absent.append(partition)
-            continue
-        report = lake.read_json(validation_report_key(spec, partition))
-        if report is None:
-            problems.append(f"{partition}: not validated yet")
-        elif report.get("content_hash") != manifest.content_hash:
-            problems.append(f"{partition}: re-ingested since its validation; validate it again")
-        elif not report.get("success"):
-            failed = ", ".join(f"{f['expectation']}({f['column']})" for f in report.get("failures", []))
-            problems.append(f"{partition}: failed validation: {failed}")
+        elif manifest.row_count == 0:
+            empty.append(partition)
         else:
-            ready[partition] = manifest.content_hash
+            try:
+                require_validated(spec, lake, partition)
+            except PartitionNotValidated as e:
+                problems.append(e)
+            else:
+                ready[partition] = manifest.content_hash
     if absent:
         log.info("sweep %s: %d day(s) of the window are not in the lake: %s", spec.name, len(absent), absent)
+    if empty:
+        log.info("sweep %s: %d day(s) of the window have no rows: %s", spec.name, len(empty), empty)
     if problems:
         raise SweepNotReady(
             f"spec {spec.name!r}: the training window has partitions that cannot be used:\n- "
-            + "\n- ".join(problems)
+            + "\n- ".join(str(e) for e in problems),
+            retryable=all(e.retryable for e in problems),
         )
     return ready
+
+
+def check_label_classes(spec: ModelSpec, lake: Lake, train: list[str], holdout: list[str]) -> None:
+    """A binary classifier needs both classes in its training days and in its holdout days; refuse the
+    sweep before any trial runs otherwise, naming the days and the class counts."""
+    import pyarrow.compute as pc
+
+    if not spec.is_classification:
+        return
+    target = spec.target.column
+    for role, days in (("training", train), ("holdout", holdout)):
+        column = lake.read_many(raw_dataset(spec), days, columns=[target]).column(target)
+        counts = {str(row["values"]): row["counts"] for row in pc.value_counts(column).to_pylist()}
+        if len([k for k in counts if k != "None"]) < 2:
+            raise SweepNotReady(
+                f"spec {spec.name!r}: the {role} days {days[0]}..{days[-1]} ({len(days)} partition(s)) hold "
+                f"one class of {target!r}: counts {counts}; a binary classifier needs both classes "
+                f"(widen window_days, or check the label's source)"
+            )
 
 
 def trial_cache_key(spec: ModelSpec, trial: dict[str, Any]) -> str:
@@ -112,7 +142,12 @@ def plan_sweep(
         raise ValueError(f"unknown model families {unknown}; expected some of {list(FAMILIES)}")
     ready = ready_partitions(spec, lake, window(end_partition, days))
     if end_partition not in ready:
-        raise SweepNotReady(f"spec {spec.name!r}: partition {end_partition} is not in the lake")
+        end = lake.manifest(raw_dataset(spec), end_partition)
+        raise SweepNotReady(
+            f"spec {spec.name!r}: the window's last partition {end_partition} "
+            + ("is not in the lake yet" if end is None else "has no rows; train on a day with data"),
+            retryable=end is None,
+        )
     partitions = sorted(ready)
     if len(partitions) <= cfg.holdout_days:
         raise SweepNotReady(
@@ -120,6 +155,7 @@ def plan_sweep(
             f"ending {end_partition}; need more than holdout_days={cfg.holdout_days}"
         )
     train, holdout = partitions[: -cfg.holdout_days], partitions[-cfg.holdout_days :]
+    check_label_classes(spec, lake, train, holdout)
     limit = max_trials_per_family or cfg.max_trials_per_family
     points = [(f, p) for f in chosen if f in cfg.search_space for p in grid(cfg.search_space[f], limit)]
     if not points:

@@ -6,6 +6,11 @@ A trial reads its training partitions from the lake, cross-validates one family 
 refits on the whole training window, exports the model with its preprocessing to ONNX, scores the
 holdout through ONNX Runtime, and logs everything to an MLflow child run of the sweep. The result
 JSON (a reference: run id, model URI, metrics) is what the orchestrator reads back.
+
+A trial that fails still writes a result: ``status: failed``, the cause, and whether a retry can help
+(``retryable``: a lost connection can; bad data or bad hyper-parameters cannot), and exits with
+:data:`EXIT_DETERMINISTIC` or :data:`EXIT_RETRYABLE`. Every outcome is also kept in the lake under
+``<spec>/sweeps/<sweep key>/trials/<trial id>.json``, where the sweep's selection reads the causes.
 """
 
 from __future__ import annotations
@@ -23,12 +28,21 @@ import numpy as np
 
 from cormorant import __version__
 from cormorant.config import Settings
+from cormorant.errors import CormorantError
 from cormorant.lake import Lake
 from cormorant.spec import ModelSpec, load_spec
 
 log = logging.getLogger("cormorant.trainer")
 
 PARITY_TOLERANCE = 1e-4
+EXIT_RETRYABLE = 1
+EXIT_DETERMINISTIC = 3
+# Errors a retry of the same trial on the same data would hit again.
+DETERMINISTIC = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, NotImplementedError)
+
+
+class TrialDataError(CormorantError, ValueError):
+    """Bad data reached the trainer (validation is the gate; this names the day and column anyway)."""
 
 
 @dataclass
@@ -53,11 +67,66 @@ class Trial:
         return cls(**data)
 
 
+def check_trial_data(spec: ModelSpec, partition: str, table: Any) -> None:
+    """Refuse what no model can train on, naming the day and column: infinite numbers in a feature,
+    nulls in the target. (NaN in a feature is a missing value here: the preprocessing imputes it.)"""
+    import pyarrow.compute as pc
+
+    problems = []
+    for column in spec.features.numeric:
+        values = table.column(column)
+        if pa_is_floating(values.type):
+            count = pc.sum(pc.is_inf(values)).as_py() or 0
+            if count:
+                problems.append(f"column {column!r}: {count} infinite value(s)")
+    nulls = table.column(spec.target.column).null_count
+    if nulls:
+        problems.append(f"target column {spec.target.column!r}: {nulls} null(s)")
+    if problems:
+        raise TrialDataError(
+            f"spec {spec.name!r}, partition {partition}: the trainer cannot use this data: "
+            + "; ".join(problems)
+            + " (validation should have refused it: check the spec's validation rules)"
+        )
+
+
+def pa_is_floating(data_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_floating(data_type)
+
+
 def load_frames(spec: ModelSpec, lake: Lake, partitions: list[str]) -> Any:
+    """The partitions' columns the model needs, checked day by day (:func:`check_trial_data`)."""
+    import pyarrow as pa
+
     from cormorant.warehouse import raw_dataset
 
-    columns = spec.required_columns
-    return lake.read_many(raw_dataset(spec), partitions, columns=columns).to_pandas()
+    tables = []
+    for partition in partitions:
+        table = lake.read(raw_dataset(spec), partition, columns=spec.required_columns)
+        check_trial_data(spec, partition, table)
+        tables.append(table)
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def trial_record_key(spec: ModelSpec, trial: Trial) -> str:
+    """Where a trial's outcome is kept in the lake (the sweep's selection reads failures from here)."""
+    return f"{spec.name}/sweeps/{trial.sweep_key or 'adhoc'}/trials/{trial.trial_id}.json"
+
+
+def failure_result(trial: Trial, error: BaseException) -> dict[str, Any]:
+    """The result of a failed trial: its cause in one line, and whether a retry can help."""
+    retryable = getattr(error, "retryable", not isinstance(error, DETERMINISTIC))
+    cause = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return {
+        "trial_id": trial.trial_id,
+        "family": trial.family,
+        "params": trial.params,
+        "status": "failed",
+        "error": cause,
+        "retryable": bool(retryable),
+    }
 
 
 def cross_validate(spec: ModelSpec, trial: Trial, frame: Any, device: str) -> list[float]:
@@ -219,13 +288,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     raw = Path(args.trial[1:]).read_text() if args.trial.startswith("@") else args.trial
     trial = Trial.from_dict(json.loads(raw))
-    result = run_trial(load_spec(args.spec), trial, Settings.from_env())
+    spec, settings = load_spec(args.spec), Settings.from_env()
+    code = 0
+    try:
+        result = run_trial(spec, trial, settings)
+    except Exception as e:
+        result = failure_result(trial, e)
+        code = EXIT_RETRYABLE if result["retryable"] else EXIT_DETERMINISTIC
+        log.error("trial %s (%s) failed: %s", trial.trial_id, trial.family, result["error"], exc_info=True)
+    try:
+        Lake(settings.lake_uri).write_json(trial_record_key(spec, trial), result)
+    except Exception:  # the result file below still carries the outcome
+        log.warning("trial %s: could not keep its record in the lake", trial.trial_id, exc_info=True)
     text = json.dumps(result, sort_keys=True)
     if args.output:
         args.output.write_text(text)
     else:
         print(text)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

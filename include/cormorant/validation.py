@@ -1,7 +1,8 @@
 """Data validation: a Great Expectations suite built from the spec gates every lake partition.
 
-The suite checks that every column the pipeline uses exists, null fractions, numeric ranges,
-allowed categorical values and the row count. All failed expectations are gathered into one
+The suite checks that every column the pipeline uses exists, the row count, key uniqueness, null
+fractions (none in the target by default), finite numeric features, numeric ranges and allowed
+categorical values. All failed expectations are gathered into one
 report (and one error) that names each expectation and column.
 """
 
@@ -13,14 +14,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
+from cormorant.errors import CormorantError, PartitionNotValidated
+from cormorant.lake import Lake, Manifest
 from cormorant.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-class DataValidationError(ValueError):
+class DataValidationError(CormorantError, ValueError):
     """A partition failed its spec's expectations; ``result`` holds every failure."""
+
+    @classmethod
+    def many(cls, errors: list[DataValidationError]) -> CormorantError:
+        return CormorantError("\n\n".join(str(e) for e in errors))
 
     def __init__(self, result: ValidationResult):
         self.result = result
@@ -48,24 +56,44 @@ class ValidationResult:
         return asdict(self)
 
 
+FLOAT64_MAX = 1.7976931348623157e308
+# Why an expectation is in the suite (kept in its meta), so its failure reads in the spec's words.
+PURPOSE = "cormorant_purpose"
+
+
 def build_expectations(spec: ModelSpec) -> list[Any]:
     """The Great Expectations 1.x expectations a spec implies, in a stable order."""
     import great_expectations.expectations as gxe
 
     rules = spec.validation
-    expectations: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows)]
+    expectations: list[Any] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows, meta={PURPOSE: "min_rows"})
+    ]
     for column in spec.required_columns:
         expectations.append(gxe.ExpectColumnToExist(column=column))
+    keys = spec.source.key_columns
+    if rules.unique_keys and len(keys) == 1:
+        expectations.append(gxe.ExpectColumnValuesToBeUnique(column=keys[0], meta={PURPOSE: "unique_keys"}))
+    elif rules.unique_keys and keys:
+        expectations.append(
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=keys, meta={PURPOSE: "unique_keys"})
+        )
     for column in spec.required_columns:
         rule = rules.columns.get(column)
-        max_null = (
-            rule.max_null_fraction
-            if rule and rule.max_null_fraction is not None
-            else (rules.default_max_null_fraction)
-        )
+        if rule and rule.max_null_fraction is not None:
+            max_null = rule.max_null_fraction
+        else:
+            # A row without its label cannot be trained on or scored against: no nulls by default.
+            max_null = 0.0 if column == spec.target.column else rules.default_max_null_fraction
         if max_null < 1:
             expectations.append(
                 gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=round(1 - max_null, 6))
+            )
+        if rules.finite_numbers and column in spec.features.numeric:
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=column, min_value=-FLOAT64_MAX, max_value=FLOAT64_MAX, meta={PURPOSE: "finite"}
+                )
             )
         if rule and (rule.min is not None or rule.max is not None):
             expectations.append(
@@ -76,14 +104,34 @@ def build_expectations(spec: ModelSpec) -> list[Any]:
     return expectations
 
 
-def _detail(result: Any) -> str:
+def _examples(r: dict[str, Any]) -> str:
+    values = r.get("partial_unexpected_list") or []
+    return f", e.g. {values[:5]!r}" if values else ""
+
+
+def _detail(result: Any, spec: ModelSpec) -> str:
     info = result.exception_info or {}
     if info.get("raised_exception"):
         message = str(info.get("exception_message") or "error").splitlines()[0]
         return f"could not be evaluated: {message}"
     r = result.result or {}
+    purpose = (result.expectation_config.meta or {}).get(PURPOSE)
+    if purpose == "min_rows":
+        return (
+            f"{r.get('observed_value')} rows; the spec asks for at least min_rows={spec.validation.min_rows}"
+        )
+    if purpose == "finite":
+        return (
+            f"{r.get('unexpected_count')} non-finite value(s) (NaN or +/-inf){_examples(r)}; numeric "
+            f"features must be finite (validation.finite_numbers)"
+        )
+    if purpose == "unique_keys":
+        return (
+            f"{r.get('unexpected_count')} rows share their key {spec.source.key_columns}{_examples(r)}; "
+            f"source.key_columns must be unique within a partition (validation.unique_keys)"
+        )
     parts = []
-    if "observed_value" in r:
+    if "observed_value" in r and r["observed_value"] is not None:
         parts.append(f"observed {r['observed_value']!r}")
     if r.get("unexpected_percent") is not None:
         parts.append(f"{r['unexpected_percent']:.1f}% unexpected")
@@ -97,6 +145,12 @@ def _detail(result: Any) -> str:
     if kwargs:
         parts.append(f"expected {kwargs}")
     return "; ".join(parts) or "failed"
+
+
+def validation_frame(table: pa.Table) -> pd.DataFrame:
+    """The partition as the suite sees it: floating columns stay Arrow-backed, so a NaN (a value) is
+    told apart from a null (a missing value); numpy-backed pandas would turn both into NaN."""
+    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_floating(t) else None)
 
 
 def validate_frame(
@@ -120,15 +174,17 @@ def validate_frame(
     outcome = batch.validate(suite, result_format="SUMMARY")
     failures, evaluated = [], []
     for r in outcome.results:
+        kwargs = r.expectation_config.kwargs
         entry = {
             "expectation": r.expectation_config.type,
-            "column": r.expectation_config.kwargs.get("column"),
+            "column": kwargs.get("column")
+            or (", ".join(kwargs["column_list"]) if kwargs.get("column_list") else None),
             "success": bool(r.success),
         }
         evaluated.append(entry)
         if not r.success:
-            missing = entry["column"] is not None and entry["column"] not in frame.columns
-            detail = "column is missing from the partition" if missing else _detail(r)
+            missing = kwargs.get("column") is not None and kwargs["column"] not in frame.columns
+            detail = "column is missing from the partition" if missing else _detail(r, spec)
             failures.append({**entry, "detail": detail})
     result = ValidationResult(
         spec=spec.name,
@@ -148,3 +204,43 @@ def validate_frame(
 
 def validation_report_key(spec: ModelSpec, partition: str) -> str:
     return f"{spec.name}/reports/validation/ds={partition}/result.json"
+
+
+def validation_report_uri(spec: ModelSpec, lake: Lake, partition: str) -> str:
+    return lake.uri(validation_report_key(spec, partition))
+
+
+def require_validated(spec: ModelSpec, lake: Lake, partition: str) -> tuple[Manifest, dict[str, Any]]:
+    """The partition's current commit and the validation verdict recorded for exactly that commit.
+
+    Raises :class:`PartitionNotValidated`: deterministic when the commit failed validation (naming the
+    failed expectations and the report), retryable when it is not validated yet or was re-ingested
+    since (validation of the new commit is on its way). A missing partition raises
+    :class:`cormorant.lake.PartitionNotFound` (retryable: it may still land).
+    """
+    from cormorant.warehouse import raw_dataset
+
+    manifest = lake.require(raw_dataset(spec), partition)
+    report = lake.read_json(validation_report_key(spec, partition))
+    where = f"spec {spec.name!r}, partition {partition}"
+    uri = validation_report_uri(spec, lake, partition)
+    if report is None:
+        raise PartitionNotValidated(
+            f"{where} has not been validated yet (no report at {uri})", retryable=True
+        )
+    if report.get("content_hash") != manifest.content_hash:
+        raise PartitionNotValidated(
+            f"{where} was re-ingested since its validation (validated content "
+            f"{str(report.get('content_hash'))[:12]}, committed {manifest.content_hash[:12]}); "
+            f"validate it again",
+            retryable=True,
+        )
+    if not report.get("success"):
+        failed = "; ".join(
+            f"{f['expectation']} on {f['column'] or 'the table'}: {f['detail']}"
+            for f in report.get("failures", [])
+        )
+        raise PartitionNotValidated(
+            f"{where} failed validation, so it is not used: {failed} (report {uri})", retryable=False
+        )
+    return manifest, report

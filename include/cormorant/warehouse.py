@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cormorant.errors import CormorantError, closest
 from cormorant.lake import Lake, Manifest
 from cormorant.spec import ModelSpec
 
@@ -24,8 +25,8 @@ RAW = "raw"
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-class SourceSchemaError(TypeError):
-    """A source column cannot be read as the type the spec expects."""
+class SourceSchemaError(CormorantError, TypeError):
+    """The source does not have the columns and types the spec expects (deterministic)."""
 
 
 def raw_dataset(spec: ModelSpec) -> str:
@@ -74,8 +75,6 @@ def source_columns(conn: Any, spec: ModelSpec) -> list[str]:
 def check_source_columns(spec: ModelSpec, found: Sequence[str]) -> None:
     """Fail before extracting when the source lacks a column the spec names, saying which spec field
     names it and the closest existing column (a driver error would name neither)."""
-    import difflib
-
     fields: dict[str, str] = {spec.source.partition_column: "source.partition_column"}
     for column in spec.source.key_columns:
         fields.setdefault(column, "source.key_columns")
@@ -88,10 +87,9 @@ def check_source_columns(spec: ModelSpec, found: Sequence[str]) -> None:
     problems = []
     for column, field_name in fields.items():
         if column not in available:
-            close = difflib.get_close_matches(column, available, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(
-                f"{field_name}: column {column!r} does not exist in the source (dropped or renamed?){hint}"
+                f"{field_name}: column {column!r} does not exist in the source (dropped or renamed?)"
+                + closest(column, available)
             )
     if problems:
         where = spec.source.table or "the spec's source.sql"

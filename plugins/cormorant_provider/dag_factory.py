@@ -24,14 +24,26 @@ STAGES = ("ingest", "validate", "train", "predict", "drift")
 FAMILY_LABELS = {"linear": "Linear baseline", "xgboost": "XGBoost", "mlp": "PyTorch MLP"}
 
 
-class InvalidSpecDag(DAG):
-    """Stands in for a malformed spec: Airflow records its error as an import error of the DAG file
-    (naming the spec file and field) while the other specs' DAGs load normally."""
+class InvalidSpecsError(ValueError):
+    """Every malformed spec of the specs folder, each with its own problems."""
 
-    spec_error: SpecError | None = None
+    def __init__(self, errors: list[SpecError]):
+        self.errors = errors
+        blocks = "\n\n".join(f"[{Path(e.path).name}] {e}" for e in errors)
+        super().__init__(
+            f"{len(errors)} model spec(s) are malformed and have no DAGs; the other specs load:\n\n{blocks}"
+        )
+
+
+class InvalidSpecDag(DAG):
+    """Stands in for the malformed specs: Airflow records one import error for the DAG file (the
+    importer keys import errors by file, so one per spec would overwrite each other) that lists every
+    malformed spec with its file and every bad field, while the other specs' DAGs load normally."""
+
+    spec_errors: list[SpecError] = []
 
     def validate(self) -> None:  # called by the DagBag before bagging
-        raise self.spec_error or SpecError("<unknown>", "<root>", "invalid spec")
+        raise InvalidSpecsError(self.spec_errors or [SpecError("<unknown>", "<root>", "invalid spec")])
 
 
 def _partition_param() -> Param:
@@ -201,7 +213,7 @@ def build_spec_dags(
             spec_path=path,
             plan=plan.output["plan"],
             results=trials.output,
-            trigger_rule="all_done_min_one_success",
+            trigger_rule="all_done",  # runs when every trial failed too, to name their causes
             outlets=[asset["model"]],
         )
     dags[dag.dag_id] = dag
@@ -254,11 +266,10 @@ def load_dags(specs_dir: Path | str | None = None) -> dict[str, DAG]:
 
     settings = Settings.from_env()
     dags: dict[str, DAG] = {}
+    broken: list[SpecError] = []
     for path, spec in discover_specs(specs_dir or settings.specs_dir).items():
         if isinstance(spec, SpecError):
-            broken = InvalidSpecDag(dag_id=f"invalid_spec__{path.stem}", schedule=None)
-            broken.spec_error = spec
-            dags[broken.dag_id] = broken
+            broken.append(spec)
             continue
         dags.update(
             build_spec_dags(
@@ -268,4 +279,8 @@ def load_dags(specs_dir: Path | str | None = None) -> dict[str, DAG]:
                 trial_retry_delay_s=settings.trial_retry_delay_s,
             )
         )
+    if broken:
+        placeholder = InvalidSpecDag(dag_id="cormorant_invalid_specs", schedule=None)
+        placeholder.spec_errors = broken
+        dags[placeholder.dag_id] = placeholder
     return dags

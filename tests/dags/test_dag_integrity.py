@@ -149,13 +149,19 @@ print(json.dumps({{"seconds": elapsed, "heavy": heavy, "dags": len(bag.dags), "e
     assert result["seconds"] < 1.0, f"parsing took {result['seconds']:.2f}s"
 
 
-def test_malformed_spec_is_an_import_error_naming_file_and_field(tmp_path):
+def test_every_malformed_spec_is_in_the_import_error_naming_file_and_field(tmp_path):
     (tmp_path / "churn.yaml").write_text((PROJECT_ROOT / "include" / "specs" / "churn.yaml").read_text())
     (tmp_path / "fraud.yaml").write_text(
         (PROJECT_ROOT / "include" / "specs" / "churn.yaml")
         .read_text()
         .replace("name: churn", "name: fraud")
         .replace("metric: roc_auc", "metric: accuracy_score")
+    )
+    (tmp_path / "leads.yaml").write_text(
+        (PROJECT_ROOT / "include" / "specs" / "churn.yaml")
+        .read_text()
+        .replace("name: churn", "name: leads")
+        .replace("partition_column: event_ts", "partiton_column: event_ts")
     )
     probe = f"""
 import json
@@ -171,9 +177,13 @@ print(json.dumps({{"dags": sorted(bag.dag_ids), "errors": bag.import_errors}}))
     )
     result = json.loads(out)
     assert [d for d in result["dags"] if d.startswith("churn__")] == sorted(f"churn__{s}" for s in STAGES)
-    assert not [d for d in result["dags"] if "fraud" in d]
+    assert not [d for d in result["dags"] if "fraud" in d or "leads" in d]
+    # Import errors are keyed by DAG file, so both malformed specs must be in the one error, each with
+    # its own problems (before, the second overwrote the first).
     (error,) = result["errors"].values()
-    assert "fraud.yaml" in error and "training.metric 'accuracy_score'" in error
+    assert "2 model spec(s) are malformed" in error
+    assert "[fraud.yaml]" in error and "training.metric 'accuracy_score'" in error
+    assert "[leads.yaml]" in error and "field 'source.partiton_column': unknown field; did you mean" in error
 
 
 def test_kubernetes_backend_runs_trials_as_pods_in_the_gpu_pool():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from support import free_port, scratch_database
+from support import E2E_TIMEOUT_S, free_port, scratch_database
 
 
 @contextlib.contextmanager
@@ -27,7 +27,7 @@ def airflow_stack(
     executor: str = "LocalExecutor",
     celery_workers: int = 0,
     extra_env: dict[str, str] | None = None,
-    timeout_s: float = 180,
+    timeout_s: float = E2E_TIMEOUT_S,
 ) -> Iterator[dict[str, Any]]:
     """Start Airflow under ``home``; yields url, auth headers, env, home and the worker processes."""
     with scratch_database("cormorant_af") as database:  # the metadata database, dropped afterwards
@@ -88,12 +88,16 @@ def airflow_stack(
                 try:
                     if token is None:
                         response = requests.post(
-                            f"{url}/auth/token", json={"username": user, "password": password}, timeout=5
+                            f"{url}/auth/token",
+                            json={"username": user, "password": password},
+                            timeout=E2E_TIMEOUT_S,
                         )
                         token = response.json()["access_token"] if response.ok else None
                     if token and all(
                         requests.get(
-                            f"{url}/api/v2/dags/{d}", timeout=5, headers={"Authorization": f"Bearer {token}"}
+                            f"{url}/api/v2/dags/{d}",
+                            timeout=E2E_TIMEOUT_S,
+                            headers={"Authorization": f"Bearer {token}"},
                         ).ok
                         for d in unpause
                     ):
@@ -106,7 +110,10 @@ def airflow_stack(
             headers = {"Authorization": f"Bearer {token}"}
             for dag_id in unpause:
                 requests.patch(
-                    f"{url}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=headers, timeout=10
+                    f"{url}/api/v2/dags/{dag_id}",
+                    json={"is_paused": False},
+                    headers=headers,
+                    timeout=E2E_TIMEOUT_S,
                 ).raise_for_status()
             yield {"url": url, "headers": headers, "home": home, "env": env, "processes": processes}
         finally:
@@ -120,7 +127,7 @@ def airflow_stack(
                     os.killpg(process.pid, 9)
 
 
-def wait_validated(home: Path, partitions: list[str], timeout_s: float = 180) -> None:
+def wait_validated(home: Path, partitions: list[str], timeout_s: float = E2E_TIMEOUT_S) -> None:
     """Validation is triggered by the landed partitions' asset events (one run may carry several)."""
     reports = [
         home / "cormorant" / "lake" / "churn" / "reports" / "validation" / f"ds={p}" / "result.json"
@@ -142,7 +149,7 @@ def manual_runs(stack: dict[str, Any], dag_id: str) -> list[dict[str, Any]]:
         f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns",
         params={"run_type": "manual"},
         headers=stack["headers"],
-        timeout=10,
+        timeout=E2E_TIMEOUT_S,
     )
     response.raise_for_status()
     return response.json()["dag_runs"]
@@ -154,18 +161,20 @@ def trigger_run(stack: dict[str, Any], dag_id: str, conf: dict[str, Any]) -> str
         f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns",
         headers=stack["headers"],
         json={"logical_date": None, "conf": conf},
-        timeout=10,
+        timeout=E2E_TIMEOUT_S,
     )
     response.raise_for_status()
     return response.json()["dag_run_id"]
 
 
-def wait_for_run(stack: dict[str, Any], dag_id: str, run_id: str, timeout_s: float = 300) -> str:
+def wait_for_run(stack: dict[str, Any], dag_id: str, run_id: str, timeout_s: float = E2E_TIMEOUT_S) -> str:
     """Poll the run until it finishes; its final state, or ``timeout``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         response = requests.get(
-            f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=stack["headers"], timeout=10
+            f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns/{run_id}",
+            headers=stack["headers"],
+            timeout=E2E_TIMEOUT_S,
         )
         response.raise_for_status()
         if (state := response.json()["state"]) in ("success", "failed"):

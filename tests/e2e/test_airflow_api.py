@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from airflow_stack import airflow_stack, manual_runs, wait_validated
+from support import E2E_TIMEOUT_S
 
 from cormorant.config import PROJECT_ROOT
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -36,7 +37,7 @@ def airflow(tmp_path_factory):
         yield stack
 
 
-def _trigger_and_wait(airflow, monkeypatch, capsys, dag_id, conf, timeout_s=300):
+def _trigger_and_wait(airflow, monkeypatch, capsys, dag_id, conf, timeout_s=E2E_TIMEOUT_S):
     """The documented client path: scripts/cormorant_trigger.py --wait, its JSON report parsed."""
     import cormorant_trigger
 
@@ -49,15 +50,17 @@ def _trigger_and_wait(airflow, monkeypatch, capsys, dag_id, conf, timeout_s=300)
 
 
 def test_unauthenticated_calls_are_refused(airflow):
-    assert requests.get(f"{airflow['url']}/api/v2/dags", timeout=10).status_code == 401
+    assert requests.get(f"{airflow['url']}/api/v2/dags", timeout=E2E_TIMEOUT_S).status_code == 401
     wrong = requests.post(
-        f"{airflow['url']}/auth/token", json={"username": "svc-fraud", "password": "guess"}, timeout=10
+        f"{airflow['url']}/auth/token",
+        json={"username": "svc-fraud", "password": "guess"},
+        timeout=E2E_TIMEOUT_S,
     )
     assert wrong.status_code == 401
     trigger = requests.post(
         f"{airflow['url']}/api/v2/dags/churn__ingest/dagRuns",
         json={"logical_date": None, "conf": {}},
-        timeout=10,
+        timeout=E2E_TIMEOUT_S,
     )
     assert trigger.status_code == 401
 
@@ -88,7 +91,9 @@ def test_train_predict_and_drift_results_read_back_over_rest(airflow, monkeypatc
     wait_validated(airflow["home"], days)  # the validate DAG runs on the landed partitions' asset events
 
     conf = {"partition_date": days[-1], "window_days": 2, "families": ["linear"], "max_trials_per_family": 1}
-    trained = _trigger_and_wait(airflow, monkeypatch, capsys, "churn__train", conf, timeout_s=600)
+    trained = _trigger_and_wait(
+        airflow, monkeypatch, capsys, "churn__train", conf, timeout_s=2 * E2E_TIMEOUT_S
+    )
     summary = trained["register_and_promote"]
     assert (summary["family"], summary["promoted"]) == ("linear", True), summary
     mlflow = MlflowClient(tracking_uri=airflow["env"]["MLFLOW_TRACKING_URI"])
@@ -125,13 +130,13 @@ def test_train_predict_and_drift_results_read_back_over_rest(airflow, monkeypatc
     signal = requests.get(
         f"{airflow['url']}/api/v2/dags/churn__drift/dagRuns/{run['dag_run_id']}/taskInstances/signal_retraining",
         headers=airflow["headers"],
-        timeout=10,
+        timeout=E2E_TIMEOUT_S,
     ).json()
     assert signal["state"] == "skipped"
     assert _local(verdict["html_uri"]).exists()
 
 
-def _backfill(airflow, first: str, last: str, timeout_s: float = 240) -> list[dict]:
+def _backfill(airflow, first: str, last: str, timeout_s: float = E2E_TIMEOUT_S) -> list[dict]:
     """POST /api/v2/backfills (what `airflow backfill create` and the UI's Backfill do), wait for it."""
     created = requests.post(
         f"{airflow['url']}/api/v2/backfills",
@@ -143,7 +148,7 @@ def _backfill(airflow, first: str, last: str, timeout_s: float = 240) -> list[di
             "reprocess_behavior": "completed",
             "max_active_runs": 2,
         },
-        timeout=10,
+        timeout=E2E_TIMEOUT_S,
     )
     assert created.status_code == 200, created.text
     backfill_id = created.json()["id"]
@@ -153,12 +158,14 @@ def _backfill(airflow, first: str, last: str, timeout_s: float = 240) -> list[di
             f"{airflow['url']}/api/v2/dags/churn__ingest/dagRuns",
             params={"run_type": "backfill"},
             headers=airflow["headers"],
-            timeout=10,
+            timeout=E2E_TIMEOUT_S,
         ).json()["dag_runs"]
         runs = [r for r in runs if first <= r["logical_date"][:10] <= last]
         if runs and all(r["state"] in ("success", "failed") for r in runs):
             status = requests.get(
-                f"{airflow['url']}/api/v2/backfills/{backfill_id}", headers=airflow["headers"], timeout=10
+                f"{airflow['url']}/api/v2/backfills/{backfill_id}",
+                headers=airflow["headers"],
+                timeout=E2E_TIMEOUT_S,
             ).json()
             if status["completed_at"]:
                 return runs
@@ -215,7 +222,7 @@ def test_invalid_conf_is_refused_naming_the_param_and_creates_no_run(airflow, da
         f"{airflow['url']}/api/v2/dags/{dag_id}/dagRuns",
         headers=airflow["headers"],
         json={"logical_date": None, "conf": conf},
-        timeout=10,
+        timeout=E2E_TIMEOUT_S,
     )
     assert response.status_code == 400, response.text
     assert f"param {param}" in response.json()["detail"]

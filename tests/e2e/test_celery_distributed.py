@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 from airflow_stack import airflow_stack, trigger_run, wait_for_run, wait_validated
-from support import scratch_database
+from support import E2E_TIMEOUT_S, scratch_database
 
 from cormorant.lake import Lake
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -28,12 +28,12 @@ REDIS_DB = 7
 
 
 def _get(stack, path):
-    response = requests.get(f"{stack['url']}/api/v2/{path}", headers=stack["headers"], timeout=10)
+    response = requests.get(f"{stack['url']}/api/v2/{path}", headers=stack["headers"], timeout=E2E_TIMEOUT_S)
     response.raise_for_status()
     return response.json()
 
 
-def _running_trainer(stack, timeout_s=180):
+def _running_trainer(stack, timeout_s=E2E_TIMEOUT_S):
     """The worker whose process tree runs a trainer right now, and that trainer process."""
     workers = {p.pid: name for name, p in stack["processes"].items() if name.startswith("worker")}
     deadline = time.monotonic() + timeout_s
@@ -92,7 +92,7 @@ def test_worker_killed_mid_trial_and_the_pipeline_still_succeeds_once(tmp_path, 
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-        assert wait_for_run(stack, "churn__train", train, timeout_s=400) == "success"
+        assert wait_for_run(stack, "churn__train", train, timeout_s=2 * E2E_TIMEOUT_S) == "success"
         tis = _get(stack, f"dags/churn__train/dagRuns/{train}/taskInstances")["task_instances"]
         trials = [ti for ti in tis if ti["task_id"] == "trial"]
         assert all(ti["state"] == "success" for ti in trials)

@@ -9,7 +9,7 @@ from datetime import date
 import pytest
 import requests
 from airflow_stack import airflow_stack, trigger_run, wait_for_run
-from support import scratch_database
+from support import E2E_TIMEOUT_S, scratch_database
 
 from cormorant.synthetic import seed_postgres
 
@@ -33,12 +33,12 @@ def test_warehouse_password_is_masked_in_the_task_log(tmp_path):
         ) as stack:
             url, headers = stack["url"], stack["headers"]
             run_id = trigger_run(stack, "churn__ingest", {"partition_date": "2024-03-01"})
-            assert wait_for_run(stack, "churn__ingest", run_id, timeout_s=180) == "success"
+            assert wait_for_run(stack, "churn__ingest", run_id) == "success"
             log = requests.get(
                 f"{url}/api/v2/dags/churn__ingest/dagRuns/{run_id}/taskInstances/warehouse_to_lake/logs/1",
                 headers=headers,
                 params={"full_content": "true"},
-                timeout=30,
+                timeout=E2E_TIMEOUT_S,
             )
             log.raise_for_status()
             text = log.text

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 from airflow_stack import airflow_stack, manual_runs
+from support import E2E_TIMEOUT_S
 
 from cormorant.config import PROJECT_ROOT
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -61,8 +62,9 @@ def airflow(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=E2E_TIMEOUT_S * 1000)  # Playwright's own default is 5 s
     executable = _chromium()
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
@@ -76,7 +78,8 @@ def browser():
 def page(browser, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(E2E_TIMEOUT_S * 1000)
+    page.set_default_navigation_timeout(E2E_TIMEOUT_S * 1000)
     yield page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
@@ -149,17 +152,17 @@ def test_log_in_fill_the_trigger_form_and_watch_the_run_succeed(page, airflow):
     form.get_by_role("button", name="Trigger", exact=True).click()
 
     # The UI moves to the new run, which the scheduler runs to success while the page refreshes itself.
-    expect(page).to_have_url(re.compile(r"/dags/churn__ingest/runs/manual__"), timeout=30_000)
+    expect(page).to_have_url(re.compile(r"/dags/churn__ingest/runs/manual__"))
     run_id = unquote(page.url.split("/runs/", 1)[1])
     _shot(page, "06-run-started")
     header = page.get_by_role("heading", name=run_id, exact=True).locator("xpath=..")  # id + state badge
-    expect(header).to_contain_text("Success", timeout=240_000)
+    expect(header).to_contain_text("Success")
     _shot(page, "07-run-succeeded")
 
     # Its task log, in the UI, reports the committed partition.
     page.get_by_role("link", name="warehouse_to_lake").last.click()
     rows = rows_for_day(date.fromisoformat(day))
-    expect(page.get_by_text(f"Committed churn/raw/ds={day}: {rows} rows")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(f"Committed churn/raw/ds={day}: {rows} rows")).to_be_visible()
     _shot(page, "08-task-log")
 
     # What the UI showed is what happened: the run carries the form's conf and user, the partition landed.

@@ -53,7 +53,7 @@ def test_unload_of_a_sql_source_wraps_it(example_spec):
 
 def test_files_written_by_unload_are_committed_by_a_manifest(lake):
     attempt, folder = lake.new_attempt("d", "2024-03-01")
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(3):  # what UNLOAD leaves: several Parquet slices
         pq.write_table(
             pa.table({"id": list(range(i * 10, i * 10 + 10))}), str(folder / f"part-000{i}_part_00.parquet")

@@ -74,3 +74,35 @@ def test_discover_returns_errors_beside_good_specs(tmp_path):
     assert found[tmp_path / "churn.yaml"].name == "churn"
     assert isinstance(found[tmp_path / "broken.yaml"], SpecError)
     assert found[tmp_path / "broken.yaml"].field == "<yaml>"
+
+
+def test_every_problem_is_listed_with_a_did_you_mean_for_unknown_fields():
+    """A required-field typo used to say 'required field is missing (and 1 more problem(s))', hiding
+    the misspelled field that caused it."""
+    raw = _example()
+    raw["source"]["partiton_column"] = raw["source"].pop("partition_column")
+    raw["training"]["windw_days"] = 3
+    raw["validation"]["columns"]["tenure_months"]["maxx"] = 5
+    raw["trainng"] = {}
+    with pytest.raises(SpecError) as info:
+        _parse(raw, "/specs/churn.yaml")
+    problems = dict(info.value.problems)
+    assert problems["source.partition_column"] == "required field is missing"
+    assert problems["source.partiton_column"] == "unknown field; did you mean 'partition_column'?"
+    assert problems["training.windw_days"] == "unknown field; did you mean 'window_days'?"
+    assert problems["validation.columns.tenure_months.maxx"] == "unknown field; did you mean 'max'?"
+    assert problems["trainng"] == "unknown field; did you mean 'training'?"
+    message = str(info.value)
+    assert message.startswith("model spec /specs/churn.yaml: 5 problems:")
+    assert "field 'source.partiton_column': unknown field; did you mean 'partition_column'?" in message
+
+
+def test_a_mistyped_field_says_what_was_expected():
+    raw = _example()
+    raw["training"]["window_days"] = "a week"
+    raw["validation"]["min_rows"] = -1
+    with pytest.raises(SpecError) as info:
+        _parse(raw, "/specs/churn.yaml")
+    problems = dict(info.value.problems)
+    assert "valid integer" in problems["training.window_days"]
+    assert "greater than or equal to 0" in problems["validation.min_rows"]

@@ -2,10 +2,21 @@ from __future__ import annotations
 
 from datetime import date
 
+import pyarrow as pa
 import pytest
 
+from cormorant.errors import PartitionNotValidated
+from cormorant.lake import PartitionNotFound
 from cormorant.synthetic import generate_day
-from cormorant.validation import DataValidationError, build_expectations, validate_frame
+from cormorant.validation import (
+    DataValidationError,
+    build_expectations,
+    require_validated,
+    validate_frame,
+    validation_frame,
+    validation_report_key,
+)
+from cormorant.warehouse import raw_dataset
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +32,7 @@ def test_suite_is_built_from_the_spec(example_spec):
         "ExpectColumnValuesToBeInSet",
         "ExpectColumnValuesToBeBetween",
         "ExpectTableRowCountToBeBetween",
+        "ExpectColumnValuesToBeUnique",
     }
     assert {c for k, c in kinds if k == "ExpectColumnToExist"} == set(example_spec.required_columns)
     assert ("ExpectColumnValuesToBeInSet", "contract_type") in kinds
@@ -56,3 +68,85 @@ def test_out_of_set_category_and_range_are_reported(example_spec, day):
         ("expect_column_values_to_be_in_set", "contract_type"),
         ("expect_column_values_to_be_between", "support_calls"),
     }
+
+
+def _with_column(day, column, values):
+    """The day as an Arrow table with ``column`` replaced by ``values`` (NaN kept as a value)."""
+    table = pa.Table.from_pandas(day, preserve_index=False)
+    array = pa.array(values, type=table.schema.field(column).type, from_pandas=False)
+    return validation_frame(table.set_column(table.schema.get_field_index(column), column, array))
+
+
+def test_non_finite_numbers_fail_and_are_counted_apart_from_nulls(example_spec, day):
+    values = day["usage_gb"].tolist()
+    values[:4] = [float("inf"), float("-inf"), float("nan"), None]
+    result = validate_frame(_with_column(day, "usage_gb", values), example_spec, partition="2024-03-01")
+    (failure,) = [f for f in result.failures if f["column"] == "usage_gb"]
+    assert failure["expectation"] == "expect_column_values_to_be_between"
+    assert failure["detail"].startswith("3 non-finite value(s) (NaN or +/-inf)")
+    assert "validation.finite_numbers" in failure["detail"]
+    relaxed = example_spec.model_copy(
+        update={"validation": example_spec.validation.model_copy(update={"finite_numbers": False})}
+    )
+    assert validate_frame(_with_column(day, "usage_gb", values), relaxed, partition="2024-03-01").success
+
+
+def test_duplicate_keys_fail_naming_the_key(example_spec, day):
+    ids = day["customer_id"].tolist()
+    ids[1] = ids[0]
+    result = validate_frame(_with_column(day, "customer_id", ids), example_spec, partition="2024-03-01")
+    (failure,) = result.failures
+    assert failure["column"] == "customer_id"
+    assert failure["detail"].startswith("2 rows share their key ['customer_id']")
+
+
+def test_the_target_may_have_no_nulls_by_default(example_spec, day):
+    rules = {k: v for k, v in example_spec.validation.columns.items() if k != "churned"}
+    spec = example_spec.model_copy(
+        update={"validation": example_spec.validation.model_copy(update={"columns": rules})}
+    )
+    labels = day["churned"].tolist()
+    labels[0] = None  # one cancelled event of ~1000: far below the 20% default for features
+    result = validate_frame(_with_column(day, "churned", labels), spec, partition="2024-03-01")
+    assert [(f["expectation"], f["column"]) for f in result.failures] == [
+        ("expect_column_values_to_not_be_null", "churned")
+    ]
+
+
+def test_an_empty_partition_fails_saying_how_many_rows_the_spec_asks_for(example_spec, day):
+    result = validate_frame(validation_frame(pa.Table.from_pandas(day.iloc[:0])), example_spec, partition="d")
+    (failure,) = result.failures
+    assert failure["detail"] == "0 rows; the spec asks for at least min_rows=200"
+
+
+def test_only_a_commit_that_passed_validation_is_required_as_validated(example_spec, lake, day):
+    table = pa.Table.from_pandas(day, preserve_index=False)
+    with pytest.raises(PartitionNotFound) as missing:
+        require_validated(example_spec, lake, "2024-03-01")
+    assert missing.value.retryable
+    manifest = lake.write_partition(raw_dataset(example_spec), "2024-03-01", table.to_batches())
+    with pytest.raises(PartitionNotValidated, match="has not been validated yet") as pending:
+        require_validated(example_spec, lake, "2024-03-01")
+    assert pending.value.retryable
+    failed = validate_frame(
+        validation_frame(table.slice(0, 10)),
+        example_spec,
+        partition="2024-03-01",
+        content_hash=manifest.content_hash,
+    )
+    lake.write_json(validation_report_key(example_spec, "2024-03-01"), failed.to_dict())
+    with pytest.raises(PartitionNotValidated) as refused:
+        require_validated(example_spec, lake, "2024-03-01")
+    assert not refused.value.retryable
+    assert "partition 2024-03-01 failed validation" in str(refused.value)
+    assert "10 rows; the spec asks for at least min_rows=200" in str(refused.value)
+    assert "reports/validation/ds=2024-03-01/result.json" in str(refused.value)
+    passed = validate_frame(
+        validation_frame(table), example_spec, partition="2024-03-01", content_hash=manifest.content_hash
+    )
+    lake.write_json(validation_report_key(example_spec, "2024-03-01"), passed.to_dict())
+    assert require_validated(example_spec, lake, "2024-03-01")[0] == manifest
+    lake.write_partition(raw_dataset(example_spec), "2024-03-01", table.slice(1).to_batches())
+    with pytest.raises(PartitionNotValidated, match="re-ingested since its validation") as stale:
+        require_validated(example_spec, lake, "2024-03-01")
+    assert stale.value.retryable

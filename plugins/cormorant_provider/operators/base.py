@@ -1,10 +1,18 @@
-"""What every Cormorant operator shares: its spec, settings, lake and partitions."""
+"""What every Cormorant operator shares: its spec, settings, lake and partitions, and one error policy.
+
+The policy (:func:`fails_fast`): a run whose conf has a key that is not a param is refused before
+anything happens; a deterministic Cormorant error (bad spec, changed source, failed validation, bad
+param, bad data in a trial) fails the task at once with its message at ERROR, because a retry would fail
+the same way minutes later; a documented "nothing to do" skips; anything else (a connection reset, a
+timeout, a lost worker) goes to the task's retry policy.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator
 
@@ -16,6 +24,50 @@ if TYPE_CHECKING:
     from cormorant.config import Settings
     from cormorant.lake import Lake
     from cormorant.spec import ModelSpec
+
+R = TypeVar("R")
+
+
+def unknown_conf_keys(conf: Mapping[str, Any] | None, params: Mapping[str, Any]) -> list[str]:
+    """One message per conf key that is not a param of the DAG, with the closest param."""
+    from cormorant.errors import closest
+
+    names = sorted(params)
+    return [
+        f"conf key {key!r} is not a param of this DAG{closest(key, names)} (params: {', '.join(names)})"
+        for key in sorted(conf or {})
+        if key not in params
+    ]
+
+
+def fails_fast(execute: Callable[[Any, Context], R]) -> Callable[[Any, Context], R]:
+    """Wrap an operator's ``execute`` with Cormorant's error policy (see the module docstring)."""
+
+    @functools.wraps(execute)
+    def wrapper(self: BaseOperator, context: Context) -> R:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from cormorant.errors import CormorantError, NothingToDo
+
+        dag_run = context.get("dag_run")
+        problems = unknown_conf_keys(getattr(dag_run, "conf", None), context.get("params") or {})
+        if problems:
+            message = f"{self.dag_id}: the run's conf is refused:\n- " + "\n- ".join(problems)
+            self.log.error("%s", message)
+            raise AirflowFailException(message)
+        try:
+            return execute(self, context)
+        except NothingToDo as e:
+            self.log.info("Nothing to do: %s", e)
+            raise AirflowSkipException(str(e)) from e
+        except CormorantError as e:
+            if e.retryable:
+                self.log.warning("%s (a retry may help: the task's retry policy applies)", e)
+                raise
+            self.log.error("%s", e)
+            raise AirflowFailException(str(e)) from e
+
+    return wrapper
 
 
 class CormorantOperator(BaseOperator):
@@ -54,6 +106,23 @@ class CormorantOperator(BaseOperator):
 
     def partitions(self, context: Context) -> list[str]:
         return resolve_partitions(context)
+
+    def per_partition(self, context: Context, work: Callable[[str], R]) -> list[R]:
+        """``work(partition)`` for each of the run's partitions, passing over those with nothing to do
+        (an empty day) with the reason in the log; when none had anything to do, the task is skipped
+        with the reasons."""
+        from cormorant.errors import NothingToDo
+
+        results, reasons = [], []
+        for partition in self.partitions(context):
+            try:
+                results.append(work(partition))
+            except NothingToDo as e:
+                self.log.info("Nothing to do for %s: %s", partition, e)
+                reasons.append(str(e))
+        if reasons and not results:
+            raise NothingToDo("; ".join(reasons))
+        return results
 
     @staticmethod
     def lineage(context: Context) -> dict[str, Any]:

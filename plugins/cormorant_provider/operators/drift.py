@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cormorant_provider.operators.base import CormorantOperator
+from cormorant_provider.operators.base import CormorantOperator, fails_fast
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -19,11 +19,11 @@ class DriftCheckOperator(CormorantOperator):
 
     ui_color = "#f6ddcc"
 
+    @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.drift import check_partition
 
-        verdicts = []
-        for partition in self.partitions(context):
+        def check(partition: str) -> dict[str, Any]:
             report = check_partition(self.spec, self.lake, partition, self.settings)
             self.log.info(
                 "Drift %s: %s; drifted features %s; report %s",
@@ -32,13 +32,12 @@ class DriftCheckOperator(CormorantOperator):
                 report["drifted_features"] or "none",
                 report["html_uri"],
             )
-            verdicts.append(
-                {
-                    k: report[k]
-                    for k in ("partition", "verdict", "retrain", "drifted_features", "report_uri", "html_uri")
-                }
-            )
-        return verdicts
+            return {
+                k: report[k]
+                for k in ("partition", "verdict", "retrain", "drifted_features", "report_uri", "html_uri")
+            }
+
+        return self.per_partition(context, check)
 
 
 def retraining_needed(verdicts: list[dict[str, Any]]) -> bool:

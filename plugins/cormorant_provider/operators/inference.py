@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cormorant_provider.operators.base import CormorantOperator
+from cormorant_provider.operators.base import CormorantOperator, fails_fast
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -17,7 +17,10 @@ class BatchInferenceOperator(CormorantOperator):
     :param model_alias: the registry alias to score with (templated).
     :param model_version: an explicit registered version, overriding the alias (templated).
 
-    Skips when the registry has no model under the alias yet (nothing has been trained).
+    Only partitions that passed validation for their current commit are scored; any other fails the
+    task naming the partition and its validation report. Skips when the registry has no model under
+    the alias yet (nothing has been trained) or every partition is an empty day; an explicit version
+    that does not exist fails, naming the versions that do.
     """
 
     template_fields: Sequence[str] = (*CormorantOperator.template_fields, "model_alias", "model_version")
@@ -30,29 +33,25 @@ class BatchInferenceOperator(CormorantOperator):
         self.model_alias = model_alias
         self.model_version = model_version
 
+    @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from cormorant.inference import predict_partition, predictions_dataset, resolve_model
 
-        from cormorant.inference import NoChampion, predict_partition, predictions_dataset, resolve_model
+        model = resolve_model(
+            self.spec, self.settings, alias=self.model_alias, version=self.model_version or None
+        )
 
-        try:
-            model = resolve_model(
-                self.spec, self.settings, alias=self.model_alias, version=self.model_version or None
-            )
-        except NoChampion as e:
-            raise AirflowSkipException(str(e)) from e
-        refs = []
-        for partition in self.partitions(context):
+        def score(partition: str) -> dict[str, Any]:
             manifest = predict_partition(
                 self.spec, self.lake, partition, model, lineage=self.lineage(context)
             )
-            refs.append(
-                {
-                    "partition": partition,
-                    "rows": manifest.row_count,
-                    "model_version": model["version"],
-                    "uri": self.lake.uri(self.lake.partition_key(predictions_dataset(self.spec), partition)),
-                }
-            )
+            return {
+                "partition": partition,
+                "rows": manifest.row_count,
+                "model_version": model["version"],
+                "uri": self.lake.uri(self.lake.partition_key(predictions_dataset(self.spec), partition)),
+            }
+
+        refs = self.per_partition(context, score)
         self.emit(context, partitions=[r["partition"] for r in refs], model_version=model["version"])
         return refs

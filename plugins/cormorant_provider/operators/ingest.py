@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from cormorant_provider.operators.base import CormorantOperator
+from cormorant_provider.operators.base import CormorantOperator, fails_fast
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -61,7 +61,9 @@ class WarehouseToLakeOperator(CormorantOperator):
         from cormorant.spec import QUALIFIED_IDENTIFIER
 
         if not QUALIFIED_IDENTIFIER.match(self.source_table):
-            raise ValueError(f"source_table {self.source_table!r} is not a plain SQL identifier")
+            from cormorant.errors import ParamError
+
+            raise ParamError(f"source_table {self.source_table!r} is not a plain SQL identifier")
         return spec.model_copy(
             update={"source": spec.source.model_copy(update={"table": self.source_table, "sql": None})}
         )
@@ -113,10 +115,9 @@ class WarehouseToLakeOperator(CormorantOperator):
             lineage=self.lineage(context),
         )
 
+    @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from cormorant.warehouse import SourceSchemaError, extract_partition, raw_dataset
+        from cormorant.warehouse import extract_partition, raw_dataset
 
         refs = []
         for partition in self.partitions(context):
@@ -131,19 +132,16 @@ class WarehouseToLakeOperator(CormorantOperator):
                     }
                 )
                 continue
-            try:
-                manifest = extract_partition(
-                    self.hook.get_conn,
-                    self.spec,
-                    partition,
-                    self.lake,
-                    dialect=self.dialect,
-                    placeholder=self.hook.placeholder,
-                    batch_size=self.batch_size,
-                    lineage=self.lineage(context),
-                )
-            except SourceSchemaError as e:  # a retry cannot fix a changed source
-                raise AirflowFailException(str(e)) from e
+            manifest = extract_partition(
+                self.hook.get_conn,
+                self.spec,
+                partition,
+                self.lake,
+                dialect=self.dialect,
+                placeholder=self.hook.placeholder,
+                batch_size=self.batch_size,
+                lineage=self.lineage(context),
+            )
             self.log.info(
                 "Committed %s/ds=%s: %d rows", raw_dataset(self.spec), partition, manifest.row_count
             )

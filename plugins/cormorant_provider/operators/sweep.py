@@ -12,12 +12,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cormorant_provider.operators.base import CormorantOperator
+from cormorant_provider.operators.base import CormorantOperator, fails_fast
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 TRIAL_BACKENDS = ("local",)
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def log_level(line: str, previous: int) -> int:
+    """The level of a trainer log line (``<date> <time> LEVEL name: message``); lines without one (a
+    traceback) keep the level of the line they continue."""
+    parts = line.split(" ", 3)
+    return LEVELS.get(parts[2], previous) if len(parts) > 2 else previous
 
 
 def cached_trial_result(operator: Any, spec_name: str, trial: dict[str, Any]) -> dict[str, Any] | None:
@@ -51,26 +59,22 @@ class SweepPlanOperator(CormorantOperator):
 
     ui_color = "#e8daef"
 
+    @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from cormorant.sweep import SweepNotReady, plan_sweep
+        from cormorant.sweep import plan_sweep
         from cormorant.tracking import start_sweep_run
 
         params = context["params"]
         end = max(self.partitions(context))
-        try:
-            plan = plan_sweep(
-                self.spec,
-                self.lake,
-                end,
-                window_days=params.get("window_days"),
-                families=params.get("families"),
-                max_trials_per_family=params.get("max_trials_per_family"),
-                folds=params.get("folds"),
-            )
-        except SweepNotReady as e:
-            raise AirflowFailException(str(e)) from e
+        plan = plan_sweep(
+            self.spec,
+            self.lake,
+            end,
+            window_days=params.get("window_days"),
+            families=params.get("families"),
+            max_trials_per_family=params.get("max_trials_per_family"),
+            folds=params.get("folds"),
+        )
         parent = start_sweep_run(
             self.spec,
             self.settings,
@@ -137,9 +141,8 @@ class SweepTrialOperator(CormorantOperator):
             str(output),
         ]
 
+    @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowException
-
         cached = cached_trial_result(self, self.spec.name, self.trial)
         if cached is not None:
             return cached
@@ -156,12 +159,39 @@ class SweepTrialOperator(CormorantOperator):
                 start_new_session=True,
             )
             assert self._process.stdout is not None
-            for line in self._process.stdout:
-                self.log.info("%s", line.decode(errors="replace").rstrip())
+            level = LEVELS["INFO"]
+            for raw in self._process.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                level = log_level(line, level)
+                self.log.log(level, "%s", line)
             code = self._process.wait(timeout=self.timeout_s)
-            if code != 0:
-                raise AirflowException(f"trial {self.trial['trial_id']}: the trainer exited with code {code}")
-            return json.loads(output.read_text())
+            result = json.loads(output.read_text()) if output.exists() else None
+            if code != 0 or result is None or result.get("status") != "ok":
+                self.fail_trial(code, result)
+            return result
+
+    def fail_trial(self, code: int, result: dict[str, Any] | None) -> None:
+        """Raise the trial's own cause; a trainer that died without a result (killed) is retryable."""
+        from cormorant.errors import TrialFailed
+        from cormorant.trainer import Trial, trial_record_key
+
+        trial_id, family = self.trial["trial_id"], self.trial["family"]
+        if result is None:
+            result = {
+                "trial_id": trial_id,
+                "family": family,
+                "params": self.trial.get("params"),
+                "status": "failed",
+                "error": f"the trainer exited with code {code} without a result (killed, or out of memory?)",
+                "retryable": True,
+            }
+            self.lake.write_json(trial_record_key(self.spec, Trial.from_dict(self.trial)), result)
+        self.log.error("Trial %s (%s) failed: %s", trial_id, family, result["error"])
+        raise TrialFailed(
+            f"trial {trial_id} ({family}, {self.trial.get('params')}): {result['error']}",
+            cause=result["error"],
+            retryable=bool(result.get("retryable")),
+        )
 
     def on_kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cormorant_provider.operators.base import CormorantOperator
+from cormorant_provider.operators.base import CormorantOperator, fails_fast
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -20,16 +20,20 @@ class DataValidationOperator(CormorantOperator):
 
     ui_color = "#fcf3cf"
 
+    @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from cormorant.validation import DataValidationError, validate_frame, validation_report_key
+        from cormorant.validation import (
+            DataValidationError,
+            validate_frame,
+            validation_frame,
+            validation_report_key,
+        )
         from cormorant.warehouse import raw_dataset
 
         refs, failed = [], []
         for partition in self.partitions(context):
             manifest = self.lake.require(raw_dataset(self.spec), partition)
-            frame = self.lake.read(raw_dataset(self.spec), partition).to_pandas()
+            frame = validation_frame(self.lake.read(raw_dataset(self.spec), partition))
             result = validate_frame(frame, self.spec, partition=partition, content_hash=manifest.content_hash)
             uri = self.lake.write_json(validation_report_key(self.spec, partition), result.to_dict())
             self.log.info(
@@ -42,7 +46,7 @@ class DataValidationOperator(CormorantOperator):
             refs.append({"partition": partition, "success": result.success, "report_uri": uri})
             if not result.success:
                 failed.append(DataValidationError(result))
-        if failed:
-            raise AirflowFailException("\n\n".join(str(e) for e in failed))
+        if failed:  # every failed partition, each with every failed expectation
+            raise failed[0] if len(failed) == 1 else DataValidationError.many(failed)
         self.emit(context, partitions=[r["partition"] for r in refs])
         return refs
