@@ -46,6 +46,7 @@ def resolve_model(
     configure(settings)
     client = MlflowClient()
     name = spec.registered_model_name
+    version = None if version is None else str(version)  # a param may arrive as a number
     try:
         mv = (
             client.get_model_version(name, version)

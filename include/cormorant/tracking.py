@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -80,6 +81,9 @@ def finish_sweep_run(settings: Settings, run_id: str, summary: dict[str, object]
             client.log_metric(run_id, f"best_{key}", float(value))
     for key in ("best_trial", "family", "version", "promoted", "champion_version", "failed_trials"):
         client.set_tag(run_id, f"cormorant.{key}", str(summary.get(key)))
+    causes = summary.get("failure_causes") or {}
+    if causes:
+        client.set_tag(run_id, "cormorant.failure_causes", json.dumps(causes, sort_keys=True)[:5000])
     client.set_terminated(run_id, "FINISHED")
 
 

@@ -213,7 +213,9 @@ def build_spec_dags(
             spec_path=path,
             plan=plan.output["plan"],
             results=trials.output,
-            trigger_rule="all_done",  # runs when every trial failed too, to name their causes
+            # The plan is an upstream too: when every trial failed, the plan's success still lets this run
+            # (and name each failed trial's cause); when the plan failed, nothing runs here.
+            trigger_rule="all_done_min_one_success",
             outlets=[asset["model"]],
         )
     dags[dag.dag_id] = dag

@@ -7,6 +7,8 @@ metadata database (``airflow db migrate``) and the embedded environment
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +64,18 @@ class PipelineRunner:
     def run(
         self, stage: str, partition: str, conf: dict[str, Any] | None = None, *, check: bool = True
     ) -> StageRun:
-        dag = self.dags[f"{self.spec_name}__{stage}"]
+        # A fresh copy per run: dag.test() renders templated fields onto the task objects and writes the
+        # run's conf into the tasks' Param objects, in place. A deployment deserializes fresh tasks for
+        # every run; here the next run would inherit the last run's values (a source_table param, say).
+        # BaseOperator's deepcopy shares the Param objects (params is a shallow-copy attribute), so they
+        # are copied again.
+        dag = copy.deepcopy(self.dags[f"{self.spec_name}__{stage}"])
+        dag.params = copy.deepcopy(dag.params)
+        for task in dag.tasks:
+            params = getattr(task, "params", None)
+            if params is not None:
+                with contextlib.suppress(AttributeError):  # a mapped task's params are read-only
+                    task.params = copy.deepcopy(params)
         print(f"→ {dag.dag_id} for {partition} ...", end=" ", flush=True)
         dag_run = dag.test(run_conf={"partition_date": partition, **(conf or {})})
         states = {

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from cormorant.spec import ModelSpec
 
 R = TypeVar("R")
+RUN_SCOPED = ("spec", "settings", "lake")
 
 
 def unknown_conf_keys(conf: Mapping[str, Any] | None, params: Mapping[str, Any]) -> list[str]:
@@ -49,8 +50,15 @@ def fails_fast(execute: Callable[[Any, Context], R]) -> Callable[[Any, Context],
 
         from cormorant.errors import CormorantError, NothingToDo
 
+        # What these derive from (templated fields, the environment) is per run; an operator object can
+        # outlive a run (dag.test() runs the same DAG object again), so nothing may carry over.
+        for cached in RUN_SCOPED:
+            self.__dict__.pop(cached, None)
         dag_run = context.get("dag_run")
-        problems = unknown_conf_keys(getattr(dag_run, "conf", None), context.get("params") or {})
+        # The DAG's declared params: Airflow merges the run's conf into context["params"], unknown keys too.
+        dag = self.dag if self.has_dag() else None
+        declared = (dag.params if dag is not None else None) or context.get("params") or {}
+        problems = unknown_conf_keys(getattr(dag_run, "conf", None), declared)
         if problems:
             message = f"{self.dag_id}: the run's conf is refused:\n- " + "\n- ".join(problems)
             self.log.error("%s", message)
@@ -58,7 +66,7 @@ def fails_fast(execute: Callable[[Any, Context], R]) -> Callable[[Any, Context],
         try:
             return execute(self, context)
         except NothingToDo as e:
-            self.log.info("Nothing to do: %s", e)
+            self.log.warning("Nothing to do: %s", e)
             raise AirflowSkipException(str(e)) from e
         except CormorantError as e:
             if e.retryable:
@@ -118,7 +126,7 @@ class CormorantOperator(BaseOperator):
             try:
                 results.append(work(partition))
             except NothingToDo as e:
-                self.log.info("Nothing to do for %s: %s", partition, e)
+                self.log.warning("Nothing to do for %s: %s", partition, e)
                 reasons.append(str(e))
         if reasons and not results:
             raise NothingToDo("; ".join(reasons))
