@@ -2,16 +2,22 @@
 
 The reference (built when the model is trained, logged with it) holds, per numeric feature, the
 reference quantile bin edges and fractions plus a sample for the Kolmogorov-Smirnov test, and per
-categorical feature the category fractions. PSI is computed for every feature and for the scores;
-KS for numeric features and scores. A feature drifts when its PSI exceeds the threshold or its KS
-p-value falls below the threshold; retraining is signalled when enough features drift.
+categorical feature the category fractions. The edges include the reference's minimum and (just
+above) its maximum, so values outside the training range fall in bins of their own: a feature that was
+constant in training and moves to another constant shows a PSI, not 0. PSI is computed for every
+feature and for the scores; KS for numeric features and scores. A feature drifts when its PSI exceeds
+its threshold or its KS p-value falls below its threshold (``drift.features`` and ``drift.prediction``
+override the spec-wide ones); features in ``drift.exclude`` are reported but not counted. Retraining
+is signalled when enough features drift, or the prediction does. Categories not seen in training are
+counted. The HTML report shows each drifted feature's distribution against the reference.
 """
 
 from __future__ import annotations
 
-import html
 import io
+import itertools
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +28,7 @@ from cormorant.spec import ModelSpec
 EPSILON = 1e-4
 SAMPLE_SIZE = 5_000
 SCORE = "__score__"
+MAX_CATEGORIES = 20  # the report's bar pairs show the most frequent categories
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = EPSILON) -> float:
@@ -53,8 +60,18 @@ def category_fractions(values: pd.Series) -> dict[str, float]:
     return {str(k): float(v) for k, v in counts.items()}
 
 
+def reference_edges(values: np.ndarray, bins: int) -> list[float]:
+    """The quantile edges plus the reference's range: its minimum, and the next float above its maximum
+    (so the maximum stays in the last inner bin and anything beyond the range gets a bin of its own)."""
+    present = values[~np.isnan(values)]
+    if len(present) == 0:
+        return []
+    low, high = float(present.min()), float(np.nextafter(present.max(), np.inf))
+    return sorted(set(quantile_edges(present, bins)) | {low, high})
+
+
 def _numeric_profile(values: np.ndarray, bins: int, rng: np.random.Generator) -> dict[str, Any]:
-    edges = quantile_edges(values, bins)
+    edges = reference_edges(values, bins)
     present = values[~np.isnan(values)]
     sample = (
         rng.choice(present, size=min(SAMPLE_SIZE, len(present)), replace=False) if len(present) else present
@@ -89,7 +106,12 @@ def build_reference(
 def _compare_numeric(ref: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
     from scipy import stats
 
-    result = {"psi": psi(ref["fractions"], binned_fractions(values, ref["edges"]))}
+    current = binned_fractions(values, ref["edges"])
+    result: dict[str, Any] = {
+        "psi": psi(ref["fractions"], current),
+        # bins: < edges[0], [edges[i], edges[i+1]), >= edges[-1], then missing values
+        "distribution": {"edges": ref["edges"], "reference": ref["fractions"], "current": current},
+    }
     present = values[~np.isnan(values)]
     if len(present) and ref["sample"]:
         ks = stats.ks_2samp(ref["sample"], present)
@@ -102,11 +124,23 @@ def _compare_numeric(ref: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
 def _compare_categorical(ref: dict[str, Any], values: pd.Series) -> dict[str, Any]:
     current = category_fractions(values)
     keys = sorted(set(ref["fractions"]) | set(current))
+    new = sorted(set(current) - set(ref["fractions"]))
+    new_fraction = float(sum(current[k] for k in new))
+    shown = sorted(keys, key=lambda k: -max(ref["fractions"].get(k, 0.0), current.get(k, 0.0)))[
+        :MAX_CATEGORIES
+    ]
     return {
         "psi": psi([ref["fractions"].get(k, 0.0) for k in keys], [current.get(k, 0.0) for k in keys]),
         "ks_statistic": None,
         "ks_pvalue": None,
-        "new_categories": sorted(set(current) - set(ref["fractions"])),
+        "new_categories": new,
+        "new_category_rows": int(round(new_fraction * len(values))),
+        "new_category_fraction": new_fraction,
+        "distribution": {
+            "categories": shown,
+            "reference": [ref["fractions"].get(k, 0.0) for k in shown],
+            "current": [current.get(k, 0.0) for k in shown],
+        },
     }
 
 
@@ -128,12 +162,15 @@ def compare(
         else:
             rows[column] = _compare_categorical(ref, frame[column])
     rows[SCORE] = _compare_numeric(reference["score"], np.asarray(scores, dtype="float64"))
-    for stats_ in rows.values():
-        by_psi = stats_["psi"] > th.psi_threshold
-        by_ks = stats_["ks_pvalue"] is not None and stats_["ks_pvalue"] < th.ks_pvalue_threshold
+    for column, stats_ in rows.items():
+        psi_threshold, ks_threshold = th.thresholds(None if column == SCORE else column)
+        by_psi = stats_["psi"] > psi_threshold
+        by_ks = stats_["ks_pvalue"] is not None and stats_["ks_pvalue"] < ks_threshold
         stats_["drifted"] = bool(by_psi or by_ks)
         stats_["reasons"] = [r for r, hit in (("psi", by_psi), ("ks", by_ks)) if hit]
-    drifted = sorted(c for c, s in rows.items() if s["drifted"] and c != SCORE)
+        stats_["thresholds"] = {"psi": psi_threshold, "ks_pvalue": ks_threshold}
+        stats_["excluded"] = column in th.exclude
+    drifted = sorted(c for c, s in rows.items() if s["drifted"] and c != SCORE and not s["excluded"])
     retrain = len(drifted) >= th.min_drifted_features or rows[SCORE]["drifted"]
     return {
         "spec": spec.name,
@@ -145,6 +182,7 @@ def compare(
             "psi": th.psi_threshold,
             "ks_pvalue": th.ks_pvalue_threshold,
             "min_drifted_features": th.min_drifted_features,
+            "excluded": list(th.exclude),
         },
         "features": {c: s for c, s in rows.items() if c != SCORE},
         "prediction": rows[SCORE],
@@ -154,28 +192,72 @@ def compare(
     }
 
 
-def render_png(report: dict[str, Any]) -> bytes:
-    """A bar chart of PSI per feature and for the predictions, with the threshold."""
+def _figure_png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [*report["features"], "prediction"]
-    values = [report["features"][n]["psi"] for n in report["features"]] + [report["prediction"]["psi"]]
-    colors = ["#c0392b" if v > report["thresholds"]["psi"] else "#2e86c1" for v in values]
+    return plt
+
+
+def render_png(report: dict[str, Any]) -> bytes:
+    """A bar chart of PSI per feature and for the predictions, each against its own threshold."""
+    plt = _pyplot()
+    entries = [*report["features"].items(), ("prediction", report["prediction"])]
+    names = [n for n, _ in entries]
+    values = [s["psi"] for _, s in entries]
+    colors = [
+        "#aab7b8" if s.get("excluded") else "#c0392b" if s["drifted"] else "#2e86c1" for _, s in entries
+    ]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
     ax.barh(names, values, color=colors)
-    ax.axvline(report["thresholds"]["psi"], color="black", linestyle="--", label="PSI threshold")
-    ax.set_xlabel("PSI")
+    for i, (_, s) in enumerate(entries):
+        limit = (s.get("thresholds") or {}).get("psi", report["thresholds"]["psi"])
+        ax.plot([limit, limit], [i - 0.4, i + 0.4], color="black", linestyle="--")
+    ax.set_xlabel("PSI (dashed: the threshold; grey: excluded)")
     ax.set_title(f"{report['spec']} · {report['partition']} · {report['verdict']}")
     ax.invert_yaxis()
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _figure_png(fig)
+
+
+def _bin_labels(edges: list[float]) -> list[str]:
+    if not edges:
+        return ["all", "missing"]
+    inner = [f"[{a:.3g}, {b:.3g})" for a, b in itertools.pairwise(edges)]
+    return [f"< {edges[0]:.3g}", *inner, f">= {edges[-1]:.3g}", "missing"]
+
+
+def render_distributions_png(report: dict[str, Any]) -> bytes | None:
+    """Reference against current, as bar pairs, for every drifted feature and a drifted prediction."""
+    panels = [(n, s) for n, s in report["features"].items() if s["drifted"] and "distribution" in s]
+    if report["prediction"]["drifted"] and "distribution" in report["prediction"]:
+        panels.append(("prediction", report["prediction"]))
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
+    for ax, (name, stats_) in zip(axes[:, 0], panels, strict=True):
+        dist = stats_["distribution"]
+        labels = dist["categories"] if "categories" in dist else _bin_labels(dist["edges"])
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, dist["reference"], width=0.4, label="reference (training)", color="#85929e")
+        ax.bar(x + 0.2, dist["current"], width=0.4, label="this partition", color="#c0392b")
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("fraction")
+        ax.set_title(f"{name}: PSI {stats_['psi']:.3f} ({', '.join(stats_['reasons'])})", fontsize=9)
+        ax.legend(fontsize=7)
+    return _figure_png(fig)
 
 
 def _fmt(value: Any) -> str:
@@ -183,34 +265,29 @@ def _fmt(value: Any) -> str:
         return "–"
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.4f}"
-    return html.escape(str(value))
+    return str(value)
 
 
-def render_html(report: dict[str, Any], png_name: str = "psi.png") -> str:
-    """A one-page report a person can read."""
-    rows = [*report["features"].items(), ("prediction", report["prediction"])]
-    body = "\n".join(
-        f"<tr class={'drift' if s['drifted'] else 'ok'}><td>{html.escape(name)}</td><td>{_fmt(s['psi'])}</td>"
-        f"<td>{_fmt(s['ks_statistic'])}</td><td>{_fmt(s['ks_pvalue'])}</td>"
-        f"<td>{'drift (' + ', '.join(s['reasons']) + ')' if s['drifted'] else 'stable'}</td></tr>"
-        for name, s in rows
+def render_html(
+    report: dict[str, Any], png_name: str = "psi.png", distributions_name: str | None = None
+) -> str:
+    """A one-page report a person can read, from the ``drift.html.j2`` template beside this module."""
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
     )
-    model = report.get("model") or {}
-    signal = " — retraining signalled" if report["retrain"] else ""
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Drift · {html.escape(report["spec"])} · {report["partition"]}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
-tr.drift td{{background:#fdecea}} .verdict{{font-size:1.3em}}</style></head><body>
-<h1>Drift report: {html.escape(report["spec"])}, partition {report["partition"]}</h1>
-<p class="verdict">Verdict: <b>{report["verdict"]}</b>{signal}</p>
-<p>{report["rows"]} rows compared with a training reference of {report["reference_rows"]} rows
-(model {html.escape(str(model.get("name", "")))} version {html.escape(str(model.get("version", "")))}).
-Thresholds: PSI &gt; {report["thresholds"]["psi"]}, KS p-value &lt; {report["thresholds"]["ks_pvalue"]}.</p>
-<table><tr><th>column</th><th>PSI</th><th>KS statistic</th><th>KS p-value</th><th>status</th></tr>
-{body}</table>
-<p><img src="{png_name}" alt="PSI per feature"></p>
-</body></html>
-"""
+    environment.filters["fmt"] = _fmt
+    rows = [*report["features"].items(), ("prediction", report["prediction"])]
+    return environment.get_template("drift.html.j2").render(
+        report=report,
+        rows=rows,
+        model=report.get("model") or {},
+        png_name=png_name,
+        distributions_name=distributions_name,
+    )
 
 
 def drift_report_prefix(spec: ModelSpec, partition: str) -> str:
@@ -257,7 +334,11 @@ def check_partition(spec: ModelSpec, lake: Any, partition: str, settings: Any) -
     )
     prefix = drift_report_prefix(spec, partition)
     lake.write_bytes(f"{prefix}/psi.png", render_png(report))
-    report["html_uri"] = lake.write_bytes(f"{prefix}/report.html", render_html(report).encode())
+    distributions = render_distributions_png(report)
+    if distributions is not None:
+        lake.write_bytes(f"{prefix}/distributions.png", distributions)
+    page = render_html(report, distributions_name="distributions.png" if distributions else None)
+    report["html_uri"] = lake.write_bytes(f"{prefix}/report.html", page.encode())
     report["report_uri"] = lake.uri(f"{prefix}/report.json")
     lake.write_json(f"{prefix}/report.json", report)
     return report

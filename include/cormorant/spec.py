@@ -219,11 +219,31 @@ class TrainingSpec(_Strict):
         return v
 
 
+class DriftThresholds(_Strict):
+    """Thresholds for one feature or the prediction; an unset one falls back to the spec-wide value."""
+
+    psi_threshold: Annotated[float, Field(gt=0)] | None = None
+    ks_pvalue_threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+
 class DriftSpec(_Strict):
     psi_threshold: Annotated[float, Field(gt=0)] = 0.2
     ks_pvalue_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.01
     min_drifted_features: Annotated[int, Field(ge=1)] = 1
     bins: Annotated[int, Field(ge=2, le=100)] = 10
+    # Features left out of drift (a day-of-week feature moves every day on daily partitions): still
+    # reported, never counted towards the verdict.
+    exclude: list[str] = Field(default_factory=list)
+    # Thresholds per feature, and for the prediction (the score), overriding the ones above.
+    features: dict[str, DriftThresholds] = Field(default_factory=dict)
+    prediction: DriftThresholds = Field(default_factory=DriftThresholds)
+
+    def thresholds(self, column: str | None) -> tuple[float, float]:
+        """(PSI, KS p-value) thresholds for a feature, or for the prediction when ``column`` is None."""
+        own = self.prediction if column is None else self.features.get(column, DriftThresholds())
+        psi = self.psi_threshold if own.psi_threshold is None else own.psi_threshold
+        ks = self.ks_pvalue_threshold if own.ks_pvalue_threshold is None else own.ks_pvalue_threshold
+        return psi, ks
 
 
 class SchedulesSpec(_Strict):
@@ -285,6 +305,10 @@ class ModelSpec(_Strict):
         unknown = set(self.validation.columns) - set(self.required_columns)
         if unknown:
             raise ValueError(f"validation.columns names columns the spec does not use: {sorted(unknown)}")
+        for where, names in (("drift.exclude", self.drift.exclude), ("drift.features", self.drift.features)):
+            strangers = sorted(set(names) - set(self.feature_columns))
+            if strangers:
+                raise ValueError(f"{where} names columns that are not features: {strangers}")
         return self
 
     @property

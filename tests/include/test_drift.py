@@ -77,3 +77,105 @@ def test_shifted_distribution_drifts_and_names_the_features(example_spec, refere
     html = render_html(report)
     assert "monthly_charges" in html and "retraining signalled" in html
     assert render_png(report)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _with_drift(spec, **drift):
+    return spec.model_copy(update={"drift": spec.drift.model_copy(update=drift)})
+
+
+def test_a_feature_constant_in_training_that_moves_to_another_constant_shows_a_shift(example_spec):
+    """PSI over the reference's quantile bins used to be 0 here (every value in one bin either way)."""
+    train = generate_day(date(2024, 3, 1)).assign(support_calls=5.0)
+    reference = build_reference(train, np.full(len(train), 0.5), example_spec)
+    today = generate_day(date(2024, 3, 2)).assign(support_calls=7.0)
+    report = compare(reference, today, np.full(len(today), 0.5), example_spec, partition="2024-03-02")
+    assert report["features"]["support_calls"]["psi"] > 1.0
+    assert "support_calls" in report["drifted_features"]
+    same = compare(reference, train, np.full(len(train), 0.5), example_spec, partition="2024-03-01")
+    assert same["features"]["support_calls"]["psi"] == 0.0
+
+
+def test_excluded_features_are_reported_but_not_counted(example_spec, reference):
+    spec = _with_drift(example_spec, exclude=["monthly_charges", "support_calls", "contract_type"])
+    today = generate_day(date(2024, 3, 2), drift=1.0)
+    report = compare(reference, today, np.random.default_rng(1).random(len(today)), spec, partition="d")
+    assert report["features"]["monthly_charges"]["drifted"] is True
+    assert report["features"]["monthly_charges"]["excluded"] is True
+    assert not {"monthly_charges", "support_calls", "contract_type"} & set(report["drifted_features"])
+    assert "excluded" in render_html(report)
+
+
+def test_thresholds_per_feature_and_for_the_prediction_override_the_spec_wide_ones(example_spec, reference):
+    from cormorant.spec import DriftThresholds
+
+    today = generate_day(date(2024, 3, 2), drift=1.0)
+    scores = np.random.default_rng(1).random(len(today)) ** 4  # the scores moved too
+    loose = DriftThresholds(psi_threshold=100.0, ks_pvalue_threshold=1e-300)
+    spec = _with_drift(example_spec, features={"monthly_charges": loose}, prediction=loose)
+    strict = compare(reference, today, scores, example_spec, partition="d")
+    relaxed = compare(reference, today, scores, spec, partition="d")
+    assert strict["features"]["monthly_charges"]["drifted"] and strict["prediction"]["drifted"]
+    assert not relaxed["features"]["monthly_charges"]["drifted"]
+    assert not relaxed["prediction"]["drifted"]
+    assert relaxed["features"]["monthly_charges"]["thresholds"] == {"psi": 100.0, "ks_pvalue": 1e-300}
+    assert relaxed["features"]["support_calls"]["thresholds"]["psi"] == example_spec.drift.psi_threshold
+
+
+def test_new_categories_are_counted_and_shown_escaped(example_spec, reference):
+    today = generate_day(date(2024, 3, 2))
+    today.loc[:49, "region"] = "<script>mars</script>"
+    report = compare(
+        reference, today, np.random.default_rng(1).random(len(today)), example_spec, partition="d"
+    )
+    region = report["features"]["region"]
+    assert region["new_categories"] == ["<script>mars</script>"]
+    assert region["new_category_rows"] == 50
+    assert region["new_category_fraction"] == pytest.approx(50 / len(today))
+    html = render_html(report)
+    assert "50 rows: &lt;script&gt;mars&lt;/script&gt;" in html and "<script>" not in html
+
+
+def test_the_report_shows_each_drifted_distribution_against_the_reference(example_spec, reference):
+    from cormorant.drift import render_distributions_png
+
+    today = generate_day(date(2024, 3, 2), drift=1.0)
+    report = compare(
+        reference, today, np.random.default_rng(1).random(len(today)), example_spec, partition="d"
+    )
+    charges = report["features"]["monthly_charges"]["distribution"]
+    assert len(charges["reference"]) == len(charges["current"]) == len(charges["edges"]) + 2
+    assert sum(charges["current"]) == pytest.approx(1.0)
+    assert report["features"]["contract_type"]["distribution"]["categories"][0] == "monthly"
+    assert render_distributions_png(report)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'src="distributions.png"' in render_html(report, distributions_name="distributions.png")
+    stable = compare(
+        reference,
+        generate_day(date(2024, 3, 3)),
+        np.random.default_rng(2).random(1200)[: len(generate_day(date(2024, 3, 3)))],
+        example_spec,
+        partition="d",
+    )
+    assert render_distributions_png(stable) is None
+
+
+def test_drift_settings_must_name_features(example_spec):
+    import yaml
+
+    from cormorant.config import PROJECT_ROOT
+    from cormorant.spec import SpecError, parse_spec
+
+    raw = yaml.safe_load((PROJECT_ROOT / "include" / "specs" / "churn.yaml").read_text())
+    raw["drift"]["exclude"] = ["day_of_week"]
+    raw["drift"]["features"] = {"monthly_charges": {"psi_treshold": 0.5}}
+    with pytest.raises(SpecError) as info:
+        parse_spec(yaml.safe_dump(raw), "churn.yaml")
+    problems = dict(info.value.problems)
+    assert (
+        problems["drift.features.monthly_charges.psi_treshold"]
+        == "unknown field; did you mean 'psi_threshold'?"
+    )
+    raw["drift"]["features"] = {}
+    with pytest.raises(
+        SpecError, match=r"drift.exclude names columns that are not features: \['day_of_week'\]"
+    ):
+        parse_spec(yaml.safe_dump(raw), "churn.yaml")
