@@ -145,11 +145,23 @@ def _fresh_listing(path: UPath) -> list[UPath]:
 
 
 def _read_text_or_none(path: UPath) -> str | None:
-    """The file's text, or None if it does not exist (one request, no cached existence check)."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
+    """The file's text, or None if it does not exist: one read, no cached existence check.
+
+    Manifests and reports are replaced in place by later commits. On an object store the read is a
+    single GET (s3fs's file objects check the ETag between requests, and fail with ``FileExpired``
+    when a writer replaced the object in between); a replacement caught anyway is read again.
+    """
+    for attempt in range(READ_RETRIES):
+        try:
+            if is_local(path):
+                return Path(path.path).read_text()
+            return path.fs.cat_file(path.path).decode()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if type(e).__name__ != "FileExpired" or attempt == READ_RETRIES - 1:
+                raise
+    return None
 
 
 def write_bytes_atomic(path: UPath, data: bytes) -> None:
@@ -485,8 +497,8 @@ class Lake:
 
     # -- reading -------------------------------------------------------------------------------------
     def read_json(self, key: str) -> Any | None:
-        path = self.path(key)
-        return json.loads(path.read_text()) if path.exists() else None
+        text = _read_text_or_none(self.path(key))
+        return json.loads(text) if text is not None else None
 
     def manifest(self, dataset: str, partition: str) -> Manifest | None:
         text = _read_text_or_none(self.path(f"{self.partition_key(dataset, partition)}/{MANIFEST}"))
