@@ -20,7 +20,7 @@ DEFAULT_OPTIONS = ("FORMAT AS PARQUET", "ALLOWOVERWRITE", "MAXFILESIZE 256 MB")
 def unload_select(spec: ModelSpec, partition: str) -> str:
     """The SELECT for one partition with its bounds inlined (identifiers were checked by the spec)."""
     date.fromisoformat(partition)  # raises on anything but YYYY-MM-DD: nothing else reaches the SQL
-    start, end = partition_bounds(partition)
+    start, end = partition_bounds(partition, spec.source.timezone)
     source = spec.source
     if "$$" in (source.sql or ""):
         raise ValueError(f"spec {spec.name!r}: source.sql may not contain '$$' when unloading from Redshift")

@@ -96,6 +96,20 @@ class SourceSpec(_Strict):
     key_columns: list[str] = Field(default_factory=list)
     # strict: any change of the source's columns fails ingest; additive: new columns are accepted.
     schema_evolution: Literal["strict", "additive"] = "strict"
+    # A partition is a calendar day in this IANA time zone (DST included); the partition column holds
+    # instants (timestamptz, or timestamps in UTC). The nightly schedules run in this zone too.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"{v!r} is not an IANA time zone (such as 'UTC' or 'America/New_York')") from e
+        return v
 
     @field_validator("table")
     @classmethod
@@ -247,8 +261,8 @@ class DriftSpec(_Strict):
 
 
 class SchedulesSpec(_Strict):
-    """Nightly cron expressions (UTC). Downstream stages also run as soon as their input asset lands;
-    their cron is the nightly safety net, staggered after ingest."""
+    """Nightly cron expressions, in source.timezone. Downstream stages also run as soon as their input
+    asset lands; their cron is the nightly safety net, staggered after ingest."""
 
     ingest: str = "0 0 * * *"
     validate_: str = Field("0 1 * * *", alias="validate")

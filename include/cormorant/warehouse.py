@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -33,10 +33,19 @@ def raw_dataset(spec: ModelSpec) -> str:
     return f"{spec.name}/{RAW}"
 
 
-def partition_bounds(partition: str) -> tuple[datetime, datetime]:
-    """The half-open UTC day ``[start, end)`` that a daily partition ``YYYY-MM-DD`` covers."""
-    start = datetime.combine(date.fromisoformat(partition), datetime.min.time())
-    return start, start + timedelta(days=1)
+def partition_bounds(partition: str, timezone: str = "UTC") -> tuple[datetime, datetime]:
+    """The half-open day ``[start, end)`` that a daily partition ``YYYY-MM-DD`` covers: local midnight to
+    the next local midnight in ``timezone``, as naive UTC datetimes (23 or 25 hours across a DST change)."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    day = date.fromisoformat(partition)
+
+    def utc_midnight(d: date) -> datetime:
+        local = datetime.combine(d, datetime.min.time(), tzinfo=zone)
+        return local.astimezone(UTC).replace(tzinfo=None)
+
+    return utc_midnight(day), utc_midnight(day + timedelta(days=1))
 
 
 def source_relation(spec: ModelSpec) -> str:
@@ -241,7 +250,7 @@ def extract_partition(
     """
     fast = dialect == "postgres"
     query = build_extract_query(spec, "%s" if fast else placeholder)
-    start, end = partition_bounds(partition)
+    start, end = partition_bounds(partition, spec.source.timezone)
     params = (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S"))
     began = time.monotonic()
     conn = connect()

@@ -65,7 +65,7 @@ def _dag(
         description=f"{spec.name}: {doc.splitlines()[0]}",
         doc_md=f"### {spec.name} · {stage}\n\n{doc}\n\nSpec: `{spec_path.name}`. {spec.description}",
         schedule=schedule,
-        start_date=pendulum.parse(spec.start_date, tz="UTC"),
+        start_date=pendulum.parse(spec.start_date, tz=spec.source.timezone),
         catchup=False,
         # Partitions are independent and every run is idempotent, so a run waiting on a late partition
         # (retrying) must not hold the others back; sweeps are heavy, so one at a time.
@@ -82,13 +82,17 @@ def _dag(
     )
 
 
-def _cron(expression: str) -> CronDataIntervalTimetable:
-    return CronDataIntervalTimetable(expression, timezone="UTC")
+def _cron(expression: str, timezone: str = "UTC") -> CronDataIntervalTimetable:
+    """Nightly intervals in the spec's time zone: one run per local day, its logical date that day's
+    local midnight (which is the partition it processes)."""
+    return CronDataIntervalTimetable(expression, timezone=timezone)
 
 
 def _asset_or_cron(spec: ModelSpec, stage: str, upstream: str) -> AssetOrTimeSchedule:
     cron = getattr(spec.schedules, "validate_" if stage == "validate" else stage)
-    return AssetOrTimeSchedule(timetable=_cron(cron), assets=spec_asset(spec.name, upstream))
+    return AssetOrTimeSchedule(
+        timetable=_cron(cron, spec.source.timezone), assets=spec_asset(spec.name, upstream)
+    )
 
 
 def build_spec_dags(
@@ -116,7 +120,7 @@ def build_spec_dags(
         spec,
         spec_path,
         "ingest",
-        _cron(spec.schedules.ingest),
+        _cron(spec.schedules.ingest, spec.source.timezone),
         {
             "source_table": Param(
                 None,

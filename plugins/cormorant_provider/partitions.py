@@ -1,8 +1,11 @@
 """Which lake partitions a run works on, read from the run's context.
 
 In order: the ``partition_date`` param (UI and REST triggers), the partitions named by the asset
-events that triggered the run, and otherwise the date of the run's data interval start (nightly
-runs and backfills).
+events that triggered the run, then the run's logical date when it is a midnight in the spec's time
+zone (a date typed in ``airflow dags test <dag> 2024-03-01``, the UI's or REST's logical date, nightly
+runs and backfills, whose logical date is their data interval's start), and otherwise the start of the
+run's data interval (a run triggered "now": the last complete day, never a day still being written).
+So the date a person types is the partition processed, everywhere.
 """
 
 from __future__ import annotations
@@ -20,19 +23,27 @@ def partitions_from_events(events_by_asset: Mapping[Any, Iterable[Any]] | None) 
     return sorted(found)
 
 
-def resolve_partitions(context: Mapping[str, Any]) -> list[str]:
-    """The ``YYYY-MM-DD`` partitions this run should process (at least one)."""
+def _local(moment: Any, timezone: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo(timezone))
+
+
+def resolve_partitions(context: Mapping[str, Any], timezone: str = "UTC") -> list[str]:
+    """The ``YYYY-MM-DD`` partitions this run should process (at least one); days are calendar days in
+    ``timezone`` (the spec's ``source.timezone``)."""
     explicit = (context.get("params") or {}).get("partition_date")
     if explicit:
         return [str(explicit)]
     from_events = partitions_from_events(context.get("triggering_asset_events"))
     if from_events:
         return from_events
-    start = context.get("data_interval_start") or context.get("logical_date")
+    logical = context.get("logical_date")
+    if logical is not None:
+        local = _local(logical, timezone)
+        if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+            return [local.date().isoformat()]
+    start = context.get("data_interval_start") or logical
     if start is None:
         raise ValueError("cannot tell which partition to process: pass the 'partition_date' param")
-    return [
-        start.in_timezone("UTC").date().isoformat()
-        if hasattr(start, "in_timezone")
-        else start.date().isoformat()
-    ]
+    return [_local(start, timezone).date().isoformat()]

@@ -28,7 +28,8 @@ sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 def airflow(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-stack")
     seed_sqlite(
-        home / "warehouse.db", [date(2024, 2, 27), date(2024, 2, 28), date(2024, 3, 1), date(2024, 3, 2)]
+        home / "warehouse.db",
+        [date(2024, 2, 27), date(2024, 2, 28), date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 5)],
     )
     stages = ("ingest", "validate", "train", "predict", "drift")
     with airflow_stack(
@@ -227,3 +228,25 @@ def test_invalid_conf_is_refused_naming_the_param_and_creates_no_run(airflow, da
     assert response.status_code == 400, response.text
     assert f"param {param}" in response.json()["detail"]
     assert len(manual_runs(airflow, dag_id)) == before
+
+
+def test_a_logical_date_given_over_rest_is_the_partition_processed(airflow):
+    """No partition_date param: the run's logical date (a midnight) names the day, as in the UI's trigger
+    dialog and `airflow dags test`; it used to process the day before."""
+    from airflow_stack import wait_for_run
+
+    response = requests.post(
+        f"{airflow['url']}/api/v2/dags/churn__ingest/dagRuns",
+        headers=airflow["headers"],
+        json={"logical_date": "2024-03-05T00:00:00Z", "conf": {}},
+        timeout=E2E_TIMEOUT_S,
+    )
+    response.raise_for_status()
+    assert wait_for_run(airflow, "churn__ingest", response.json()["dag_run_id"]) == "success"
+    manifest = json.loads(
+        (
+            airflow["home"] / "cormorant" / "lake" / "churn" / "raw" / "ds=2024-03-05" / "_manifest.json"
+        ).read_text()
+    )
+    assert manifest["row_count"] == rows_for_day(date(2024, 3, 5))
+    assert not (airflow["home"] / "cormorant" / "lake" / "churn" / "raw" / "ds=2024-03-04").exists()

@@ -279,3 +279,50 @@ def test_a_missing_partition_column_is_named_with_the_spec_field(connect, churn_
     assert "source.partition_column: column 'evnt_ts' does not exist" in str(info.value)
     assert "did you mean 'event_ts'?" in str(info.value)
     assert lake.partitions(raw_dataset(spec)) == []
+
+
+@pytest.mark.parametrize("column_type", ["timestamp (UTC)", "timestamptz"])
+def test_local_days_across_dst_changes_hold_what_sql_counts_for_them(
+    connect, example_spec, lake, column_type
+):
+    """A partition is a calendar day in source.timezone: rows after 19:00 in New York (midnight UTC) belong
+    to that New York day, and the 23- and 25-hour days of the DST changes hold exactly their rows."""
+    conn = connect()
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS customer_activity")
+    conn.commit()
+    days = [date(2024, 3, d) for d in (9, 10, 11)] + [date(2024, 11, d) for d in (2, 3, 4)]
+    seed_postgres(conn, days)
+    table = "customer_activity"
+    if column_type == "timestamptz":
+        cur.execute("DROP TABLE IF EXISTS activity_tz")
+        cur.execute(
+            "CREATE TABLE activity_tz AS SELECT * FROM customer_activity; "
+            "ALTER TABLE activity_tz ALTER COLUMN event_ts TYPE timestamptz USING event_ts AT TIME ZONE 'UTC'"
+        )
+        conn.commit()
+        table = "activity_tz"
+    spec = example_spec.model_copy(
+        update={
+            "source": example_spec.source.model_copy(update={"timezone": "America/New_York", "table": table})
+        }
+    )
+    local = (
+        "(event_ts AT TIME ZONE 'America/New_York')"
+        if column_type == "timestamptz"
+        else "(event_ts AT TIME ZONE 'UTC' AT TIME ZONE 'America/New_York')"
+    )
+    for day in ("2024-03-10", "2024-11-03", "2024-03-09"):
+        cur.execute(f"SELECT count(*) FROM {table} WHERE {local}::date = %s", (day,))
+        expected = cur.fetchone()[0]
+        manifest = extract_partition(connect, spec, day, lake, dialect="postgres")
+        assert manifest.row_count == expected > 0, day
+        lo, hi = (
+            datetime.fromisoformat(manifest.partition_min),
+            datetime.fromisoformat(manifest.partition_max),
+        )
+        from zoneinfo import ZoneInfo
+
+        assert lo.astimezone(ZoneInfo("America/New_York")).date().isoformat() == day
+        assert hi.astimezone(ZoneInfo("America/New_York")).date().isoformat() == day
+    conn.close()

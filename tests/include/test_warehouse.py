@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
+from datetime import date, datetime
 
 import pyarrow as pa
 import pytest
@@ -124,3 +124,25 @@ def test_a_misspelled_partition_column_is_named_before_any_extraction(warehouse,
     assert "did you mean 'event_ts'?" in message
     assert "customer_activity" in message and "'churn'" in message
     assert lake.partitions(raw_dataset(spec)) == []
+
+
+def test_partition_bounds_are_local_days_across_dst_changes():
+    assert partition_bounds("2024-03-10", "America/New_York") == (
+        datetime(2024, 3, 10, 5),
+        datetime(2024, 3, 11, 4),  # 23 hours: clocks go forward
+    )
+    assert partition_bounds("2024-11-03", "America/New_York") == (
+        datetime(2024, 11, 3, 4),
+        datetime(2024, 11, 4, 5),  # 25 hours: clocks go back
+    )
+    assert partition_bounds("2024-03-01", "Asia/Kolkata") == (
+        datetime(2024, 2, 29, 18, 30),
+        datetime(2024, 3, 1, 18, 30),
+    )
+
+
+def test_an_unknown_time_zone_is_refused_by_the_spec(example_spec):
+    from cormorant.spec import SourceSpec
+
+    with pytest.raises(ValueError, match="'Mars/Olympus' is not an IANA time zone"):
+        SourceSpec(table="t", partition_column="ts", timezone="Mars/Olympus")

@@ -63,3 +63,58 @@ def test_nightly_and_backfill_runs_cover_each_day_exactly_once():
         partitions += resolve_partitions({"params": {}, "data_interval_start": info.data_interval.start})
         last = info.data_interval
     assert partitions == ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
+
+
+def test_a_typed_date_is_the_partition_and_a_run_triggered_now_takes_the_last_complete_day():
+    """`airflow dags test churn__ingest 2024-03-01` used to process 2024-02-29: the start of the data
+    interval that ends at the typed date."""
+    typed = {
+        "params": {},
+        "logical_date": pendulum.datetime(2024, 3, 1, tz="UTC"),
+        "data_interval_start": pendulum.datetime(2024, 2, 29, tz="UTC"),
+    }
+    assert resolve_partitions(typed) == ["2024-03-01"]
+    now = {**typed, "logical_date": pendulum.datetime(2024, 3, 1, 13, 37, tz="UTC")}
+    assert resolve_partitions(now) == ["2024-02-29"]
+
+
+def test_days_are_local_days_in_the_specs_time_zone():
+    nightly = {  # the New York timetable's interval for March 10th, a 23-hour day
+        "params": {},
+        "logical_date": pendulum.datetime(2024, 3, 10, tz="America/New_York"),
+        "data_interval_start": pendulum.datetime(2024, 3, 10, tz="America/New_York"),
+    }
+    assert resolve_partitions(nightly, "America/New_York") == ["2024-03-10"]
+    assert resolve_partitions(nightly, "UTC") == ["2024-03-10"]  # 05:00 UTC: not a UTC midnight...
+    typed_utc = {"params": {}, "logical_date": pendulum.datetime(2024, 3, 10, tz="UTC")}
+    # ... and a UTC midnight is 19:00 the day before in New York, not a local midnight
+    assert resolve_partitions({**typed_utc, "data_interval_start": None}, "America/New_York") == [
+        "2024-03-09"
+    ]
+
+
+def test_a_time_zone_spec_schedules_local_days():
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    from cormorant_provider.dag_factory import _cron
+
+    timetable = coerce_to_core_timetable(_cron("0 0 * * *", "America/New_York"))
+    restriction = TimeRestriction(
+        earliest=pendulum.datetime(2024, 3, 9, tz="America/New_York"),
+        latest=pendulum.datetime(2024, 3, 11, tz="America/New_York"),
+        catchup=True,
+    )
+    last: DataInterval | None = None
+    days, hours = [], []
+    while info := timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction):
+        context = {
+            "params": {},
+            "logical_date": info.logical_date,
+            "data_interval_start": info.data_interval.start,
+        }
+        days += resolve_partitions(context, "America/New_York")
+        hours.append((info.data_interval.end - info.data_interval.start).total_seconds() / 3600)
+        last = info.data_interval
+    assert days == ["2024-03-09", "2024-03-10", "2024-03-11"]
+    assert hours == [24, 23, 24]  # the DST change is a 23-hour local day

@@ -113,7 +113,7 @@ class CormorantOperator(BaseOperator):
         return Lake(ObjectStoragePath(self.settings.lake_uri, conn_id=self.settings.lake_conn_id))
 
     def partitions(self, context: Context) -> list[str]:
-        return resolve_partitions(context)
+        return resolve_partitions(context, self.spec.source.timezone)
 
     def per_partition(self, context: Context, work: Callable[[str], R]) -> list[R]:
         """``work(partition)`` for each of the run's partitions, passing over those with nothing to do
