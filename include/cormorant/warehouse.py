@@ -84,6 +84,17 @@ def source_columns(conn: Any, spec: ModelSpec) -> list[str]:
 def check_source_columns(spec: ModelSpec, found: Sequence[str]) -> None:
     """Fail before extracting when the source lacks a column the spec names, saying which spec field
     names it and the closest existing column (a driver error would name neither)."""
+    problems = missing_column_problems(spec, found)
+    if problems:
+        where = spec.source.table or "the spec's source.sql"
+        raise SourceSchemaError(
+            f"spec {spec.name!r}, source {where}: {len(problems)} column(s) the spec names are missing "
+            f"(the source has {', '.join(found)}):\n- " + "\n- ".join(problems)
+        )
+
+
+def missing_column_problems(spec: ModelSpec, found: Sequence[str]) -> list[str]:
+    """One line per column the spec names that the source lacks: the spec field and the closest column."""
     fields: dict[str, str] = {spec.source.partition_column: "source.partition_column"}
     for column in spec.source.key_columns:
         fields.setdefault(column, "source.key_columns")
@@ -100,12 +111,7 @@ def check_source_columns(spec: ModelSpec, found: Sequence[str]) -> None:
                 f"{field_name}: column {column!r} does not exist in the source (dropped or renamed?)"
                 + closest(column, available)
             )
-    if problems:
-        where = spec.source.table or "the spec's source.sql"
-        raise SourceSchemaError(
-            f"spec {spec.name!r}, source {where}: {len(problems)} column(s) the spec names are missing "
-            f"(the source has {', '.join(available)}):\n- " + "\n- ".join(problems)
-        )
+    return problems
 
 
 def spec_types(spec: ModelSpec) -> dict[str, pa.DataType]:

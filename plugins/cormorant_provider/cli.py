@@ -1,0 +1,241 @@
+"""``cormorant check | run | summary``: bring your own table in minutes.
+
+    cormorant check SPEC.yaml [--conn URI]
+    cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,validate,...] [--conn URI]
+    cormorant summary SPEC.yaml
+
+Conventions follow Airflow's own CLI: a subcommand per action, ``--help`` on each, the report on stdout,
+problems on stderr, exit status 0 on success, 1 when a run failed and 2 for a usage error, a malformed
+spec or a warehouse that cannot be reached (then nothing is written). The warehouse connection is
+``--conn`` (a URI such as ``postgresql://user@host:5432/db``) or the usual ``AIRFLOW_CONN_<CONN_ID>``
+variable for the spec's ``source.conn_id``; the embedded SQLite warehouse stands in only for the
+default ``cormorant_warehouse`` connection when neither is set, never for one the user set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+STAGES = ("ingest", "validate", "train", "predict", "drift")
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+class CliError(Exception):
+    """A problem the user fixes (bad spec, no connection, unreachable warehouse): exit 2."""
+
+
+def _load(path: str) -> Any:
+    from cormorant.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as e:
+        raise CliError(str(e)) from e
+
+
+def _conn_env_name(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def _connection(spec: Any, uri: str | None) -> Any:
+    """The spec's warehouse connection, from --conn or AIRFLOW_CONN_<ID> (never the metadata database)."""
+    from airflow.models.connection import Connection
+
+    raw = uri or os.environ.get(_conn_env_name(spec.source.conn_id))
+    if not raw:
+        raise CliError(
+            f"no connection for source.conn_id {spec.source.conn_id!r}: pass --conn URI or set "
+            f"{_conn_env_name(spec.source.conn_id)}"
+        )
+    # Hooks look their connection up by id: this process's own AIRFLOW_CONN_<ID> is where they find it.
+    os.environ[_conn_env_name(spec.source.conn_id)] = raw
+    try:
+        if raw.lstrip().startswith("{"):
+            return Connection.from_json(raw, conn_id=spec.source.conn_id)
+        return Connection(conn_id=spec.source.conn_id, uri=raw)
+    except Exception as e:
+        raise CliError(f"the connection for {spec.source.conn_id!r} is not a valid URI or JSON: {e}") from e
+
+
+def _open(connection: Any) -> Any:
+    """A DB-API connection, or a CliError that names the host (never the password)."""
+    try:
+        return connection.get_hook().get_conn()
+    except Exception as e:
+        port = f":{connection.port}" if connection.port else ""
+        where = f"{connection.conn_type}://{connection.host or ''}{port}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(f"cannot reach the warehouse {where} (conn_id {connection.conn_id!r}): {first}") from e
+
+
+def check(args: argparse.Namespace) -> int:
+    from cormorant.source_check import check_source
+
+    spec = _load(args.spec)
+    print(f"spec {spec.name!r} ({args.spec}): valid")
+    conn = _open(_connection(spec, args.conn))
+    try:
+        report = check_source(conn, spec, sample_rows=args.sample_rows)
+    finally:
+        conn.close()
+    for fact in report.facts:
+        print(f"  {fact}")
+    if report.problems:
+        print(f"spec {spec.name!r}: {len(report.problems)} problem(s) with the source:", file=sys.stderr)
+        for problem in report.problems:
+            print(f"- {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"spec {spec.name!r}: the source fits the spec")
+    return 0
+
+
+def _days(first: date, last: date) -> list[str]:
+    if last < first:
+        raise CliError(f"--to {last} is before --from {first}")
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def _environment(spec: Any, spec_path: Path, home: Path, uri: str | None) -> dict[str, str]:
+    """The embedded default for this spec, keeping every connection the user set."""
+    from cormorant.config import WAREHOUSE_CONN_ID, embedded_environment
+
+    env = embedded_environment(home, specs_dir=spec_path.parent)
+    name = _conn_env_name(spec.source.conn_id)
+    for key in [k for k in env if k.startswith("AIRFLOW_CONN_")]:
+        if key in os.environ or (uri and key == name):
+            del env[key]
+    if uri:
+        env[name] = uri
+    elif name not in os.environ and name not in env:
+        raise CliError(
+            f"no connection for source.conn_id {spec.source.conn_id!r}: pass --conn URI or set {name}"
+        )
+    if spec.source.conn_id != WAREHOUSE_CONN_ID or uri or name in os.environ:
+        return env
+    print(f"(no {name} set: using the embedded SQLite warehouse at {home / 'warehouse.db'})")
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    spec_path = Path(args.spec).resolve()
+    spec = _load(args.spec)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise CliError(f"--stages: unknown stage(s) {unknown}; expected some of {', '.join(STAGES)}")
+    days = _days(args.from_, args.to)
+    home = Path(args.home or Path.cwd() / ".cormorant" / f"run-{spec.name}").resolve()
+    env = _environment(spec, spec_path, home, args.conn)
+    name = _conn_env_name(spec.source.conn_id)
+    existed = home.exists()
+    os.environ.update(env)  # before Airflow is imported: it reads its configuration once
+    if "ingest" in stages:  # fail before writing anything when the warehouse cannot be reached
+        try:
+            _open(_connection(spec, env.get(name) or os.environ.get(name))).close()
+        except CliError:
+            if not existed:
+                shutil.rmtree(home, ignore_errors=True)
+            raise
+    (home / "airflow").mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+
+    from cormorant.config import PROJECT_ROOT
+    from cormorant_provider.pipeline import PipelineRunner
+
+    runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=spec.name)
+    failed = []
+
+    def stage(name: str, day: str, conf: dict[str, Any] | None = None) -> bool:
+        outcome = runner.run(name, day, conf, check=False)
+        if not outcome.succeeded:
+            failed.append(f"{outcome.dag_id} {day}: {outcome.state} (failed tasks: {outcome.failed_tasks})")
+        return outcome.succeeded
+
+    for day in days:
+        if "ingest" in stages and not stage("ingest", day):
+            continue
+        if "validate" in stages:
+            stage("validate", day)
+    if "train" in stages:
+        stage("train", days[-1], {"window_days": max(len(days), 2)})
+    for day in days:
+        if "predict" in stages and stage("predict", day) and "drift" in stages:
+            stage("drift", day)
+    print()
+    print(runner.summary_text())
+    if failed:
+        print(f"\n{len(failed)} run(s) did not succeed:", file=sys.stderr)
+        for line in failed:
+            print(f"- {line}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    from cormorant.config import Settings
+    from cormorant.lake import Lake
+    from cormorant.summary import format_summary, pipeline_summary
+
+    spec = _load(args.spec)
+    if args.home:  # the state `cormorant run --home` left there
+        from cormorant.config import embedded_environment
+
+        embedded = embedded_environment(Path(args.home))
+        for key in (
+            "CORMORANT_HOME",
+            "CORMORANT_LAKE_URI",
+            "MLFLOW_TRACKING_URI",
+            "CORMORANT_MLFLOW_ARTIFACT_URI",
+        ):
+            os.environ[key] = embedded[key]
+    settings = Settings.from_env()
+    result = pipeline_summary(spec, Lake(settings.lake_uri), settings)
+    print(json.dumps(result, indent=2, default=str) if args.json else format_summary(result))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="cormorant", description="Cormorant: ML pipelines on Airflow, per spec."
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = commands.add_parser("check", help="validate a spec and check it against its live source")
+    p.add_argument("spec", help="the spec YAML file")
+    p.add_argument("--conn", help="the warehouse connection URI (default: AIRFLOW_CONN_<source.conn_id>)")
+    p.add_argument("--sample-rows", type=int, default=10_000, help="recent rows to sample (default 10000)")
+    p.set_defaults(func=check)
+    p = commands.add_parser(
+        "run", help="run the spec's real DAGs on the embedded default for a range of days"
+    )
+    p.add_argument("spec", help="the spec YAML file")
+    p.add_argument(
+        "--from", dest="from_", required=True, type=date.fromisoformat, help="first day, YYYY-MM-DD"
+    )
+    p.add_argument("--to", required=True, type=date.fromisoformat, help="last day, YYYY-MM-DD")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {','.join(STAGES)}")
+    p.add_argument("--conn", help="the warehouse connection URI (default: AIRFLOW_CONN_<source.conn_id>)")
+    p.add_argument("--home", help="where the embedded state lives (default ./.cormorant/run-<spec>)")
+    p.set_defaults(func=run)
+    p = commands.add_parser("summary", help="what the lake and MLflow hold for the spec")
+    p.add_argument("spec", help="the spec YAML file")
+    p.add_argument("--home", help="the embedded state to read (default: $CORMORANT_HOME)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=summary)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"cormorant {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE

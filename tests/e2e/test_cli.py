@@ -1,0 +1,144 @@
+"""`cormorant check | run | summary` as a user runs them: subprocesses of the installed command, against a
+real PostgreSQL warehouse; bad specs and an unreachable warehouse exit 2 with a clear message and write
+nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from support import PG_DSN, free_port, scratch_database
+
+from cormorant.config import PROJECT_ROOT
+from cormorant.lake import Lake
+from cormorant.synthetic import rows_for_day, seed_postgres
+
+pytestmark = pytest.mark.e2e
+SPEC = PROJECT_ROOT / "include" / "specs" / "churn.yaml"
+CORMORANT = str(Path(sys.executable).with_name("cormorant"))
+
+
+@pytest.fixture(scope="module")
+def warehouse():
+    import psycopg2
+
+    with scratch_database("cormorant_cli") as name:
+        conn = psycopg2.connect(f"{PG_DSN} dbname={name}")
+        seed_postgres(conn, [date(2024, 3, 1), date(2024, 3, 2)])
+        conn.close()
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}", name
+
+
+def _cormorant(*args, env=None, timeout=600):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    return subprocess.run(
+        [CORMORANT, *args], env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_check_passes_on_a_table_that_fits_the_spec(warehouse):
+    uri, _ = warehouse
+    done = _cormorant("check", str(SPEC), "--conn", uri)
+    assert done.returncode == 0, done.stderr
+    assert "the source fits the spec" in done.stdout
+    assert "event_ts: local days 2024-03-01..2024-03-02 in UTC" in done.stdout
+
+
+def test_check_takes_the_connection_from_the_usual_airflow_variable(warehouse):
+    uri, _ = warehouse
+    done = _cormorant("check", str(SPEC), env={"AIRFLOW_CONN_CORMORANT_WAREHOUSE": uri})
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_lists_every_problem_with_the_source_at_once(warehouse, tmp_path):
+    import psycopg2
+
+    uri, name = warehouse
+    conn = psycopg2.connect(f"{PG_DSN} dbname={name}")
+    cur = conn.cursor()
+    cur.execute("DROP TABLE IF EXISTS bad_activity")
+    cur.execute("CREATE TABLE bad_activity AS SELECT * FROM customer_activity")
+    cur.execute("UPDATE bad_activity SET churned = 0")
+    cur.execute("INSERT INTO bad_activity SELECT * FROM bad_activity ORDER BY event_ts DESC LIMIT 2")
+    conn.commit()
+    conn.close()
+    spec = tmp_path / "churn.yaml"
+    spec.write_text(SPEC.read_text().replace("table: customer_activity", "table: bad_activity"))
+    done = _cormorant("check", str(spec), "--conn", uri)
+    assert done.returncode == 2
+    assert "2 problem(s) with the source" in done.stderr
+    assert "source.key_columns ['customer_id']: 4 rows of the sample share a key within a day" in done.stderr
+    assert "target.column 'churned': one class in the sample: [0]" in done.stderr
+
+
+def test_a_bad_spec_and_an_unreachable_warehouse_exit_2_and_write_nothing(tmp_path):
+    spec = tmp_path / "churn.yaml"
+    spec.write_text(SPEC.read_text().replace("partition_column:", "partiton_column:"))
+    bad = _cormorant("check", str(spec), "--conn", "postgresql://postgres@127.0.0.1:5432/postgres")
+    assert bad.returncode == 2
+    assert "field 'source.partiton_column': unknown field; did you mean 'partition_column'?" in bad.stderr
+    assert "field 'source.partition_column': required field is missing" in bad.stderr
+
+    port = free_port()  # nothing listens there
+    secret = "s3cret-Pw"
+    unreachable = f"postgresql://postgres:{secret}@127.0.0.1:{port}/warehouse"
+    down = _cormorant("check", str(SPEC), "--conn", unreachable)
+    assert down.returncode == 2
+    assert f"cannot reach the warehouse postgres://127.0.0.1:{port}" in down.stderr
+    home = tmp_path / "home"
+    ran = _cormorant(
+        "run",
+        str(SPEC),
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-03-01",
+        "--conn",
+        unreachable,
+        "--home",
+        str(home),
+    )
+    assert ran.returncode == 2
+    assert "cannot reach the warehouse" in ran.stderr
+    assert not home.exists()
+    for done in (down, ran):
+        assert secret not in done.stdout + done.stderr
+
+
+def test_run_executes_the_real_dags_for_each_day_and_summary_reads_them_back(warehouse, tmp_path):
+    uri, _ = warehouse
+    home = tmp_path / "home"
+    done = _cormorant(
+        "run",
+        str(SPEC),
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-03-02",
+        "--stages",
+        "ingest,validate",
+        "--conn",
+        uri,
+        "--home",
+        str(home),
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for day in ("2024-03-01", "2024-03-02"):
+        for stage in ("ingest", "validate"):
+            # one progress line per stage and day (Airflow's start-up warnings may land inside the first)
+            assert re.search(
+                rf"→ churn__{stage} for {day} \.\.\. (?:(?!→).)*?success", done.stdout, re.DOTALL
+            )
+    lake = Lake(home / "lake")
+    assert lake.partitions("churn/raw") == ["2024-03-01", "2024-03-02"]
+    assert lake.require("churn/raw", "2024-03-02").row_count == rows_for_day(date(2024, 3, 2))
+    summary = _cormorant("summary", str(SPEC), "--home", str(home))
+    assert summary.returncode == 0, summary.stderr
+    assert re.search(rf"2024-03-02\s+{rows_for_day(date(2024, 3, 2))}\s+passed", summary.stdout), (
+        summary.stdout
+    )
