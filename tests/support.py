@@ -50,3 +50,18 @@ def task_context(partition: str | None = None, *, dag_id: str = "churn__ingest")
         "triggering_asset_events": {},
         "data_interval_start": None,
     }
+
+
+def new_bucket(endpoint: str) -> str:
+    """A fresh bucket on the S3 endpoint (moto's server accepts the test credentials); returns its name."""
+    import boto3
+
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    return bucket

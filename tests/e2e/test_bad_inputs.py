@@ -176,6 +176,10 @@ def test_baseline_is_what_the_cases_compare_against(env):
     assert env["lake"].require(predictions_dataset(_spec()), D3).row_count == rows_for_day(GOOD[2])
 
 
+def _validation_fails(env, capfd, day, words):
+    return _case(env, capfd, "validate", day, state="failed", task="validate_partition", words=words)
+
+
 # -- ingest: the source changed ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("ddl", "words"),
@@ -219,7 +223,7 @@ def test_a_changed_source_fails_ingest_at_once_naming_the_column(env, capfd, ddl
 def _validated_fails_and_is_never_scored(env, capfd, day, words):
     ingest, log = _run(env, capfd, "ingest", day)
     assert ingest.state == "success", log[-3000:]
-    _case(env, capfd, "validate", day, state="failed", task="validate_partition", words=words)
+    _validation_fails(env, capfd, day, words)
     run, log = _case(
         env,
         capfd,
@@ -269,15 +273,7 @@ def test_an_empty_day_commits_fails_validation_and_is_skipped_by_scoring_and_dri
     ingest, _ = _run(env, capfd, "ingest", day)
     assert ingest.state == "success"
     assert env["lake"].require(raw_dataset_of(), day).row_count == 0
-    _case(
-        env,
-        capfd,
-        "validate",
-        day,
-        state="failed",
-        task="validate_partition",
-        words=["0 rows; the spec asks for at least min_rows=200"],
-    )
+    _validation_fails(env, capfd, day, ["0 rows; the spec asks for at least min_rows=200"])
     predict, log = _case(
         env,
         capfd,
@@ -301,15 +297,7 @@ def test_a_null_target_fails_validation_and_keeps_its_day_out_of_training(env, c
                   (SELECT customer_id FROM customer_activity WHERE event_ts::date = '{day}' LIMIT 5)""",
     )
     _run(env, capfd, "ingest", day)
-    _case(
-        env,
-        capfd,
-        "validate",
-        day,
-        state="failed",
-        task="validate_partition",
-        words=["expect_column_values_to_not_be_null on churned"],
-    )
+    _validation_fails(env, capfd, day, ["expect_column_values_to_not_be_null on churned"])
     run, _ = _case(
         env,
         capfd,

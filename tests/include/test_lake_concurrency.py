@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import pytest
 
@@ -78,18 +77,11 @@ def lake_root(request, tmp_path):
     if request.param == "local":
         root = (tmp_path / "lake").as_uri()
         return root, {}, Lake(root)
-    import boto3
+    from support import new_bucket
     from upath import UPath
 
     endpoint = request.getfixturevalue("s3_endpoint")
-    bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
+    bucket = new_bucket(endpoint)
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
     root = f"s3://{bucket}/lake"
     return root, options, Lake(UPath(root, **options))

@@ -4,12 +4,11 @@ S3-compatible HTTP endpoint on loopback (moto's standalone server)."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import date
 
 import pyarrow as pa
 import pytest
-from support import task_context
+from support import new_bucket, task_context
 
 from cormorant.lake import Lake
 
@@ -18,16 +17,7 @@ SCHEMA = pa.schema([("id", pa.int64())])
 
 @pytest.fixture
 def s3_lake(s3_endpoint, monkeypatch):
-    import boto3
-
-    bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)
+    bucket = new_bucket(s3_endpoint)
     conn = {
         "conn_type": "aws",
         "login": "testing",
