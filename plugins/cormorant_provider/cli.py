@@ -3,6 +3,7 @@
     cormorant check SPEC.yaml [--conn URI]
     cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,validate,...] [--conn URI]
     cormorant summary SPEC.yaml
+    cormorant init SPEC_NAME --conn URI --table TABLE --target COLUMN [--out DIR]
 
 Conventions follow Airflow's own CLI: a subcommand per action, ``--help`` on each, the report on stdout,
 problems on stderr, exit status 0 on success, 1 when a run failed and 2 for a usage error, a malformed
@@ -202,6 +203,46 @@ def summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def init(args: argparse.Namespace) -> int:
+    from types import SimpleNamespace
+
+    from cormorant.spec import IDENTIFIER, QUALIFIED_IDENTIFIER
+    from cormorant.spec_init import columns_summary, draft_spec, sample_schema
+
+    if not QUALIFIED_IDENTIFIER.match(args.table):
+        raise CliError(f"--table {args.table!r} is not a plain SQL identifier (optionally schema-qualified)")
+    if not IDENTIFIER.match(args.conn_id):
+        raise CliError(f"--conn-id {args.conn_id!r} is not a plain identifier")
+    out = Path(args.out) / f"{args.name}.yaml"
+    if out.exists():
+        raise CliError(f"{out} exists; choose another --out or spec name")
+    stub = SimpleNamespace(source=SimpleNamespace(conn_id=args.conn_id))
+    conn = _open(_connection(stub, args.conn))
+    try:
+        schema = sample_schema(conn, args.table)
+    except Exception as e:
+        raise CliError(f"cannot read table {args.table!r}: {str(e).strip().splitlines()[0]}") from e
+    finally:
+        conn.close()
+    print(f"{args.table}: {columns_summary(schema)}")
+    try:
+        text = draft_spec(
+            args.name,
+            table=args.table,
+            schema=schema,
+            target=args.target,
+            conn_id=args.conn_id,
+            partition_column=args.partition_column,
+            timezone=args.timezone,
+        )
+    except ValueError as e:
+        raise CliError(str(e)) from e
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}; review it, then: cormorant check {out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="cormorant", description="Cormorant: ML pipelines on Airflow, per spec."
@@ -229,6 +270,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="the embedded state to read (default: $CORMORANT_HOME)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=summary)
+    p = commands.add_parser("init", help="draft a starting spec from a table's columns and types")
+    p.add_argument("name", help="the spec's name (also its file name)")
+    p.add_argument("--conn", required=True, help="the warehouse connection URI")
+    p.add_argument("--conn-id", default="cormorant_warehouse", help="the connection id the spec names")
+    p.add_argument("--table", required=True, help="the table (optionally schema-qualified)")
+    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument("--partition-column", help="the timestamp to partition by (default: the first one)")
+    p.add_argument("--timezone", default="UTC", help="the time zone of a day (IANA, default UTC)")
+    p.add_argument("--out", default="include/specs", help="the folder to write <name>.yaml in")
+    p.set_defaults(func=init)
     return top
 
 

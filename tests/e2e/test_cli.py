@@ -142,3 +142,47 @@ def test_run_executes_the_real_dags_for_each_day_and_summary_reads_them_back(war
     assert re.search(rf"2024-03-02\s+{rows_for_day(date(2024, 3, 2))}\s+passed", summary.stdout), (
         summary.stdout
     )
+
+
+def test_init_drafts_a_spec_from_the_tables_columns_that_check_accepts(warehouse, tmp_path):
+    from cormorant.spec import load_spec
+
+    uri, _ = warehouse
+    done = _cormorant(
+        "init",
+        "orders",
+        "--conn",
+        uri,
+        "--table",
+        "customer_activity",
+        "--target",
+        "churned",
+        "--out",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    spec = load_spec(tmp_path / "orders.yaml")
+    assert spec.source.partition_column == "event_ts" and spec.source.key_columns == ["customer_id"]
+    assert spec.features.numeric == ["tenure_months", "monthly_charges", "support_calls", "usage_gb"]
+    assert spec.features.categorical == ["contract_type", "region", "payment_method"]
+    assert (spec.target.task, spec.training.metric) == ("binary_classification", "roc_auc")
+    assert "# Review every line" in (tmp_path / "orders.yaml").read_text()
+    checked = _cormorant("check", str(tmp_path / "orders.yaml"), "--conn", uri)
+    assert checked.returncode == 0, checked.stderr
+    again = _cormorant(
+        "init",
+        "orders",
+        "--conn",
+        uri,
+        "--table",
+        "customer_activity",
+        "--target",
+        "churned",
+        "--out",
+        str(tmp_path),
+    )
+    assert again.returncode == 2 and "exists" in again.stderr
+    injected = _cormorant(
+        "init", "x", "--conn", uri, "--table", "t; DROP TABLE t", "--target", "y", "--out", str(tmp_path)
+    )
+    assert injected.returncode == 2 and "not a plain SQL identifier" in injected.stderr
