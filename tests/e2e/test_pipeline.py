@@ -101,7 +101,7 @@ def test_registered_version_holds_the_champion_alias(runner, client, example_spe
     assert float(champion.tags["holdout_roc_auc"]) > 0.6
 
 
-def test_rerunning_an_unchanged_sweep_launches_no_trial(runner, client, example_spec):
+def test_rerunning_an_unchanged_sweep_launches_no_trial(runner, client, example_spec, capfd):
     experiment = client.get_experiment_by_name(example_spec.experiment_name)
 
     def trial_runs():
@@ -109,8 +109,13 @@ def test_rerunning_an_unchanged_sweep_launches_no_trial(runner, client, example_
 
     before = {r.info.run_id for r in trial_runs()}
     versions = _versions(client, example_spec)
+    capfd.readouterr()
     rerun = runner.run("train", D2)
     assert rerun.succeeded
+    # A normal run logs no ERROR line (every retrain used to log "[error] XCom not found ... offset=N"
+    # when the trial results were read).
+    log = "".join(capfd.readouterr())
+    assert not [line for line in log.splitlines() if "[error" in line or " ERROR " in line], log[-3000:]
     assert {r.info.run_id for r in trial_runs()} == before  # every trial reused, no trainer launched
     assert _versions(client, example_spec) == versions  # the same sweep registers nothing new
     assert (
