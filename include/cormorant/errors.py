@@ -43,6 +43,12 @@ class TrialFailed(CormorantError):
         self.retryable = retryable
 
 
+def first_line(error: BaseException) -> str:
+    """The error's message in one line (its first), or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def closest(name: str, choices: list[str] | tuple[str, ...]) -> str:
     """``; did you mean 'x'?`` for the choice closest to ``name``, or an empty string."""
     import difflib

@@ -83,15 +83,14 @@ def _existing_versions(client: Any, name: str) -> str:
 def require_scorable(spec: ModelSpec, lake: Lake, partition: str) -> Manifest:
     """The partition's commit if it can be scored: it passed validation for exactly this commit
     (:func:`cormorant.validation.require_validated`) and has rows; an empty day is nothing to do."""
-    from cormorant.validation import require_validated, validation_report_key
+    from cormorant.validation import require_validated
     from cormorant.warehouse import raw_dataset
 
     manifest = lake.require(raw_dataset(spec), partition)
     if manifest.row_count == 0:
-        report = lake.read_json(validation_report_key(spec, partition)) or {}
-        why = "; ".join(f["detail"] for f in report.get("failures", []) if "rows" in f.get("detail", ""))
         raise NothingToDo(
-            f"spec {spec.name!r}, partition {partition}: 0 rows, nothing to score ({why or 'an empty day'})"
+            f"spec {spec.name!r}, partition {partition}: 0 rows, nothing to score (an empty day; the spec "
+            f"asks for at least min_rows={spec.validation.min_rows})"
         )
     return require_validated(spec, lake, partition)[0]
 

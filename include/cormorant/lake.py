@@ -23,6 +23,7 @@ the library stays free of Airflow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -245,87 +246,56 @@ class Lake:
                 raise ValueError(f"lake {dataset}/{partition}: no batches to take a schema from")
             schema, batches = first.schema, itertools.chain([first], stream)
         attempt, folder = self.new_attempt(dataset, partition)
-        try:
-            return self._write_attempt(
-                dataset,
-                partition,
-                attempt,
-                folder,
-                batches,
-                schema,
-                partition_column,
-                source,
-                lineage,
-                progress_every_rows,
-                row_group_rows,
-            )
-        except BaseException:
-            self.abandon(folder)
-            raise
-
-    def _write_attempt(
-        self,
-        dataset: str,
-        partition: str,
-        attempt: str,
-        folder: UPath,
-        batches: Iterable[pa.RecordBatch],
-        schema: pa.Schema,
-        partition_column: str | None,
-        source: dict[str, Any] | None,
-        lineage: dict[str, Any] | None,
-        progress_every_rows: int,
-        row_group_rows: int,
-    ) -> Manifest:
-        data_path = folder / "part-00000.parquet"
-        rows, lo, hi = 0, None, None
-        next_report = progress_every_rows
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-
-        def flush(writer: pq.ParquetWriter) -> None:
-            nonlocal rows, lo, hi, pending_rows, next_report
-            table = pa.Table.from_batches(pending, schema=schema)
-            writer.write_table(table, row_group_size=max(pending_rows, 1))
-            rows += table.num_rows
-            lo, hi = _widen(lo, hi, table, partition_column)
-            pending.clear()
+        with self._abandoned_on_failure(folder):
+            data_path = folder / "part-00000.parquet"
+            rows, lo, hi = 0, None, None
+            next_report = progress_every_rows
+            pending: list[pa.RecordBatch] = []
             pending_rows = 0
-            if rows >= next_report:
-                log.info("lake %s/%s: %d rows, %d bytes written", dataset, partition, rows, sink.size)
-                next_report += progress_every_rows
 
-        # Dictionary encoding pays off for strings (categories); for numbers and timestamps it costs
-        # time and rarely space.
-        dictionary = [
-            f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-        ]
-        with data_path.open("wb") as raw:
-            sink = _HashingWriter(raw)
-            with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=dictionary) as writer:
-                for batch in batches:
-                    if not batch.schema.equals(schema):
-                        raise TypeError(
-                            f"lake {dataset}/{partition}: a batch's schema {batch.schema} "
-                            f"differs from {schema}"
-                        )
-                    pending.append(batch)
-                    pending_rows += batch.num_rows
-                    if pending_rows >= row_group_rows:
+            def flush(writer: pq.ParquetWriter) -> None:
+                nonlocal rows, lo, hi, pending_rows, next_report
+                table = pa.Table.from_batches(pending, schema=schema)
+                writer.write_table(table, row_group_size=max(pending_rows, 1))
+                rows += table.num_rows
+                lo, hi = _widen(lo, hi, table, partition_column)
+                pending.clear()
+                pending_rows = 0
+                if rows >= next_report:
+                    log.info("lake %s/%s: %d rows, %d bytes written", dataset, partition, rows, sink.size)
+                    next_report += progress_every_rows
+
+            # Dictionary encoding pays off for strings (categories); for numbers and timestamps it costs
+            # time and rarely space.
+            dictionary = [
+                f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            ]
+            with data_path.open("wb") as raw:
+                sink = _HashingWriter(raw)
+                with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=dictionary) as writer:
+                    for batch in batches:
+                        if not batch.schema.equals(schema):
+                            raise TypeError(
+                                f"lake {dataset}/{partition}: a batch's schema {batch.schema} "
+                                f"differs from {schema}"
+                            )
+                        pending.append(batch)
+                        pending_rows += batch.num_rows
+                        if pending_rows >= row_group_rows:
+                            flush(writer)
+                    if pending or rows == 0:
                         flush(writer)
-                if pending or rows == 0:
-                    flush(writer)
-        files = [
-            {
-                "path": f"{attempt}/part-00000.parquet",
-                "rows": rows,
-                "bytes": sink.size,
-                "sha256": sink.sha.hexdigest(),
-            }
-        ]
-        return self._commit(
-            dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
-        )
+            files = [
+                {
+                    "path": f"{attempt}/part-00000.parquet",
+                    "rows": rows,
+                    "bytes": sink.size,
+                    "sha256": sink.sha.hexdigest(),
+                }
+            ]
+            return self._commit(
+                dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
+            )
 
     def _commit(
         self,
@@ -381,6 +351,15 @@ class Lake:
     def _mark_done(folder: UPath, fate: str) -> None:
         write_bytes_atomic(folder / DONE_MARKER, fate.encode())
 
+    @contextlib.contextmanager
+    def _abandoned_on_failure(self, folder: UPath) -> Iterator[None]:
+        """Abandon the attempt in ``folder`` if the block fails (the previous commit stays)."""
+        try:
+            yield
+        except BaseException:
+            self.abandon(folder)
+            raise
+
     def abandon(self, folder: UPath) -> None:
         """A failed attempt: say it is done, then remove it unless a commit uses it (best effort;
         a later cleanup retries)."""
@@ -405,50 +384,33 @@ class Lake:
         """Commit Parquet files that another writer put in ``attempt``: the manifest is written last.
         On failure the attempt is abandoned (the previous commit stays)."""
         folder = self.path(f"{self.partition_key(dataset, partition)}/{attempt}")
-        try:
-            return self._commit_foreign_files(
-                dataset, partition, attempt, folder, partition_column, source, lineage
-            )
-        except BaseException:
-            self.abandon(folder)
-            raise
-
-    def _commit_foreign_files(
-        self,
-        dataset: str,
-        partition: str,
-        attempt: str,
-        folder: UPath,
-        partition_column: str | None,
-        source: dict[str, Any] | None,
-        lineage: dict[str, Any] | None,
-    ) -> Manifest:
-        files, schema, rows, lo, hi = [], None, 0, None, None
-        for path in sorted(_fresh_listing(folder), key=lambda p: p.name):
-            if path.name.startswith((".", "_")):
-                continue
-            data = path.read_bytes()
-            table = pq.read_table(pa.BufferReader(data))
-            if schema is not None and not table.schema.equals(schema):
-                raise TypeError(
-                    f"lake {dataset}/{partition}: {path.name} has schema {table.schema}, not {schema}"
+        with self._abandoned_on_failure(folder):
+            files, schema, rows, lo, hi = [], None, 0, None, None
+            for path in sorted(_fresh_listing(folder), key=lambda p: p.name):
+                if path.name.startswith((".", "_")):
+                    continue
+                data = path.read_bytes()
+                table = pq.read_table(pa.BufferReader(data))
+                if schema is not None and not table.schema.equals(schema):
+                    raise TypeError(
+                        f"lake {dataset}/{partition}: {path.name} has schema {table.schema}, not {schema}"
+                    )
+                schema = table.schema
+                lo, hi = _widen(lo, hi, table, partition_column)
+                rows += table.num_rows
+                files.append(
+                    {
+                        "path": f"{attempt}/{path.name}",
+                        "rows": table.num_rows,
+                        "bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    }
                 )
-            schema = table.schema
-            lo, hi = _widen(lo, hi, table, partition_column)
-            rows += table.num_rows
-            files.append(
-                {
-                    "path": f"{attempt}/{path.name}",
-                    "rows": table.num_rows,
-                    "bytes": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                }
+            if schema is None:
+                raise FileNotFoundError(f"lake {dataset}/{partition}: no data files in {folder}")
+            return self._commit(
+                dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
             )
-        if schema is None:
-            raise FileNotFoundError(f"lake {dataset}/{partition}: no data files in {folder}")
-        return self._commit(
-            dataset, partition, attempt, schema, files, (lo, hi), partition_column, source, lineage
-        )
 
     def remove_unused_attempts(
         self, dataset: str, partition: str, *, stale_after: timedelta = STALE_AFTER

@@ -61,14 +61,13 @@ def _existing_version(client: Any, name: str, run_id: str) -> Any | None:
 
 def trial_failures(spec: ModelSpec, lake: Lake, plan: dict[str, Any], succeeded: set[str]) -> dict[str, str]:
     """Each planned trial that did not succeed -> its cause, from the trial records in the lake."""
-    from cormorant.trainer import Trial, trial_record_key
+    from cormorant.trainer import trial_record_key
 
     causes = {}
     for trial_id in plan.get("trial_ids") or []:
         if trial_id in succeeded:
             continue
-        key = trial_record_key(spec, Trial(trial_id, "", {}, [], [], 0, 0, sweep_key=plan["sweep_key"]))
-        record = lake.read_json(key) or {}
+        record = lake.read_json(trial_record_key(spec.name, plan["sweep_key"], trial_id)) or {}
         causes[trial_id] = (
             record.get("error") or "no outcome recorded (the trial task failed before the trainer ran)"
         )

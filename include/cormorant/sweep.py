@@ -95,8 +95,10 @@ def check_label_classes(spec: ModelSpec, lake: Lake, train: list[str], holdout: 
     target = spec.target.column
     for role, days in (("training", train), ("holdout", holdout)):
         column = lake.read_many(raw_dataset(spec), days, columns=[target]).column(target)
-        counts = {str(row["values"]): row["counts"] for row in pc.value_counts(column).to_pylist()}
-        if len([k for k in counts if k != "None"]) < 2:
+        counts = {
+            str(row["values"]): row["counts"] for row in pc.value_counts(pc.drop_null(column)).to_pylist()
+        }
+        if len(counts) < 2:
             raise SweepNotReady(
                 f"spec {spec.name!r}: the {role} days {days[0]}..{days[-1]} ({len(days)} partition(s)) hold "
                 f"one class of {target!r}: counts {counts}; a binary classifier needs both classes "

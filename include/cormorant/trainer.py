@@ -28,7 +28,7 @@ import numpy as np
 
 from cormorant import __version__
 from cormorant.config import Settings
-from cormorant.errors import CormorantError
+from cormorant.errors import CormorantError, first_line
 from cormorant.lake import Lake
 from cormorant.spec import ModelSpec, load_spec
 
@@ -70,12 +70,13 @@ class Trial:
 def check_trial_data(spec: ModelSpec, partition: str, table: Any) -> None:
     """Refuse what no model can train on, naming the day and column: infinite numbers in a feature,
     nulls in the target. (NaN in a feature is a missing value here: the preprocessing imputes it.)"""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     problems = []
     for column in spec.features.numeric:
         values = table.column(column)
-        if pa_is_floating(values.type):
+        if pa.types.is_floating(values.type):
             count = pc.sum(pc.is_inf(values)).as_py() or 0
             if count:
                 problems.append(f"column {column!r}: {count} infinite value(s)")
@@ -88,12 +89,6 @@ def check_trial_data(spec: ModelSpec, partition: str, table: Any) -> None:
             + "; ".join(problems)
             + " (validation should have refused it: check the spec's validation rules)"
         )
-
-
-def pa_is_floating(data_type: Any) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_floating(data_type)
 
 
 def load_frames(spec: ModelSpec, lake: Lake, partitions: list[str]) -> Any:
@@ -110,15 +105,15 @@ def load_frames(spec: ModelSpec, lake: Lake, partitions: list[str]) -> Any:
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
-def trial_record_key(spec: ModelSpec, trial: Trial) -> str:
+def trial_record_key(spec_name: str, sweep_key: str, trial_id: str) -> str:
     """Where a trial's outcome is kept in the lake (the sweep's selection reads failures from here)."""
-    return f"{spec.name}/sweeps/{trial.sweep_key or 'adhoc'}/trials/{trial.trial_id}.json"
+    return f"{spec_name}/sweeps/{sweep_key or 'adhoc'}/trials/{trial_id}.json"
 
 
 def failure_result(trial: Trial, error: BaseException) -> dict[str, Any]:
     """The result of a failed trial: its cause in one line, and whether a retry can help."""
     retryable = getattr(error, "retryable", not isinstance(error, DETERMINISTIC))
-    cause = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    cause = type(error).__name__ + (f": {first_line(error)}" if str(error).strip() else "")
     return {
         "trial_id": trial.trial_id,
         "family": trial.family,
@@ -297,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_RETRYABLE if result["retryable"] else EXIT_DETERMINISTIC
         log.error("trial %s (%s) failed: %s", trial.trial_id, trial.family, result["error"], exc_info=True)
     try:
-        Lake(settings.lake_uri).write_json(trial_record_key(spec, trial), result)
+        Lake(settings.lake_uri).write_json(
+            trial_record_key(spec.name, trial.sweep_key, trial.trial_id), result
+        )
     except Exception:  # the result file below still carries the outcome
         log.warning("trial %s: could not keep its record in the lake", trial.trial_id, exc_info=True)
     text = json.dumps(result, sort_keys=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 
 class DataValidationError(CormorantError, ValueError):
     """A partition failed its spec's expectations; ``result`` holds every failure."""
-
-    @classmethod
-    def many(cls, errors: list[DataValidationError]) -> CormorantError:
-        return CormorantError("\n\n".join(str(e) for e in errors))
 
     def __init__(self, result: ValidationResult):
         self.result = result
@@ -56,7 +53,6 @@ class ValidationResult:
         return asdict(self)
 
 
-FLOAT64_MAX = 1.7976931348623157e308
 # Why an expectation is in the suite (kept in its meta), so its failure reads in the spec's words.
 PURPOSE = "cormorant_purpose"
 
@@ -92,7 +88,10 @@ def build_expectations(spec: ModelSpec) -> list[Any]:
         if rules.finite_numbers and column in spec.features.numeric:
             expectations.append(
                 gxe.ExpectColumnValuesToBeBetween(
-                    column=column, min_value=-FLOAT64_MAX, max_value=FLOAT64_MAX, meta={PURPOSE: "finite"}
+                    column=column,
+                    min_value=-sys.float_info.max,  # NaN and +/-inf fall outside; nulls are not judged
+                    max_value=sys.float_info.max,
+                    meta={PURPOSE: "finite"},
                 )
             )
         if rule and (rule.min is not None or rule.max is not None):

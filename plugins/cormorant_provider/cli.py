@@ -25,6 +25,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from cormorant.errors import first_line
+
 STAGES = ("ingest", "validate", "train", "predict", "drift")
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -46,24 +48,25 @@ def _conn_env_name(conn_id: str) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
-def _connection(spec: Any, uri: str | None) -> Any:
-    """The spec's warehouse connection, from --conn or AIRFLOW_CONN_<ID> (never the metadata database)."""
+def _no_connection(conn_id: str) -> CliError:
+    return CliError(f"no connection for {conn_id!r}: pass --conn URI or set {_conn_env_name(conn_id)}")
+
+
+def _connection(conn_id: str, uri: str | None) -> Any:
+    """The warehouse connection, from --conn or AIRFLOW_CONN_<ID> (never the metadata database)."""
     from airflow.models.connection import Connection
 
-    raw = uri or os.environ.get(_conn_env_name(spec.source.conn_id))
+    raw = uri or os.environ.get(_conn_env_name(conn_id))
     if not raw:
-        raise CliError(
-            f"no connection for source.conn_id {spec.source.conn_id!r}: pass --conn URI or set "
-            f"{_conn_env_name(spec.source.conn_id)}"
-        )
+        raise _no_connection(conn_id)
     # Hooks look their connection up by id: this process's own AIRFLOW_CONN_<ID> is where they find it.
-    os.environ[_conn_env_name(spec.source.conn_id)] = raw
+    os.environ[_conn_env_name(conn_id)] = raw
     try:
         if raw.lstrip().startswith("{"):
-            return Connection.from_json(raw, conn_id=spec.source.conn_id)
-        return Connection(conn_id=spec.source.conn_id, uri=raw)
+            return Connection.from_json(raw, conn_id=conn_id)
+        return Connection(conn_id=conn_id, uri=raw)
     except Exception as e:
-        raise CliError(f"the connection for {spec.source.conn_id!r} is not a valid URI or JSON: {e}") from e
+        raise CliError(f"the connection for {conn_id!r} is not a valid URI or JSON: {first_line(e)}") from e
 
 
 def _open(connection: Any) -> Any:
@@ -73,8 +76,9 @@ def _open(connection: Any) -> Any:
     except Exception as e:
         port = f":{connection.port}" if connection.port else ""
         where = f"{connection.conn_type}://{connection.host or ''}{port}"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CliError(f"cannot reach the warehouse {where} (conn_id {connection.conn_id!r}): {first}") from e
+        raise CliError(
+            f"cannot reach the warehouse {where} (conn_id {connection.conn_id!r}): {first_line(e)}"
+        ) from e
 
 
 def check(args: argparse.Namespace) -> int:
@@ -82,7 +86,7 @@ def check(args: argparse.Namespace) -> int:
 
     spec = _load(args.spec)
     print(f"spec {spec.name!r} ({args.spec}): valid")
-    conn = _open(_connection(spec, args.conn))
+    conn = _open(_connection(spec.source.conn_id, args.conn))
     try:
         report = check_source(conn, spec, sample_rows=args.sample_rows)
     finally:
@@ -106,22 +110,20 @@ def _days(first: date, last: date) -> list[str]:
 
 def _environment(spec: Any, spec_path: Path, home: Path, uri: str | None) -> dict[str, str]:
     """The embedded default for this spec, keeping every connection the user set."""
-    from cormorant.config import WAREHOUSE_CONN_ID, embedded_environment
+    from cormorant.config import embedded_environment
 
-    env = embedded_environment(home, specs_dir=spec_path.parent)
     name = _conn_env_name(spec.source.conn_id)
-    for key in [k for k in env if k.startswith("AIRFLOW_CONN_")]:
-        if key in os.environ or (uri and key == name):
-            del env[key]
+    env = {
+        k: v
+        for k, v in embedded_environment(home, specs_dir=spec_path.parent).items()
+        if not (k.startswith("AIRFLOW_CONN_") and k in os.environ)  # the user's win over the embedded
+    }
     if uri:
         env[name] = uri
-    elif name not in os.environ and name not in env:
-        raise CliError(
-            f"no connection for source.conn_id {spec.source.conn_id!r}: pass --conn URI or set {name}"
-        )
-    if spec.source.conn_id != WAREHOUSE_CONN_ID or uri or name in os.environ:
-        return env
-    print(f"(no {name} set: using the embedded SQLite warehouse at {home / 'warehouse.db'})")
+    elif name in env:
+        print(f"(no {name} set: using the embedded SQLite warehouse at {home / 'warehouse.db'})")
+    elif name not in os.environ:
+        raise _no_connection(spec.source.conn_id)
     return env
 
 
@@ -135,12 +137,11 @@ def run(args: argparse.Namespace) -> int:
     days = _days(args.from_, args.to)
     home = Path(args.home or Path.cwd() / ".cormorant" / f"run-{spec.name}").resolve()
     env = _environment(spec, spec_path, home, args.conn)
-    name = _conn_env_name(spec.source.conn_id)
     existed = home.exists()
     os.environ.update(env)  # before Airflow is imported: it reads its configuration once
     if "ingest" in stages:  # fail before writing anything when the warehouse cannot be reached
         try:
-            _open(_connection(spec, env.get(name) or os.environ.get(name))).close()
+            _open(_connection(spec.source.conn_id, None)).close()
         except CliError:
             if not existed:
                 shutil.rmtree(home, ignore_errors=True)
@@ -204,8 +205,6 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def init(args: argparse.Namespace) -> int:
-    from types import SimpleNamespace
-
     from cormorant.spec import IDENTIFIER, QUALIFIED_IDENTIFIER
     from cormorant.spec_init import columns_summary, draft_spec, sample_schema
 
@@ -216,12 +215,11 @@ def init(args: argparse.Namespace) -> int:
     out = Path(args.out) / f"{args.name}.yaml"
     if out.exists():
         raise CliError(f"{out} exists; choose another --out or spec name")
-    stub = SimpleNamespace(source=SimpleNamespace(conn_id=args.conn_id))
-    conn = _open(_connection(stub, args.conn))
+    conn = _open(_connection(args.conn_id, args.conn))
     try:
         schema = sample_schema(conn, args.table)
     except Exception as e:
-        raise CliError(f"cannot read table {args.table!r}: {str(e).strip().splitlines()[0]}") from e
+        raise CliError(f"cannot read table {args.table!r}: {first_line(e)}") from e
     finally:
         conn.close()
     print(f"{args.table}: {columns_summary(schema)}")

@@ -148,18 +148,8 @@ def test_init_drafts_a_spec_from_the_tables_columns_that_check_accepts(warehouse
     from cormorant.spec import load_spec
 
     uri, _ = warehouse
-    done = _cormorant(
-        "init",
-        "orders",
-        "--conn",
-        uri,
-        "--table",
-        "customer_activity",
-        "--target",
-        "churned",
-        "--out",
-        str(tmp_path),
-    )
+    init = ["init", "orders", "--conn", uri, "--table", "customer_activity", "--target", "churned"]
+    done = _cormorant(*init, "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     spec = load_spec(tmp_path / "orders.yaml")
     assert spec.source.partition_column == "event_ts" and spec.source.key_columns == ["customer_id"]
@@ -169,18 +159,7 @@ def test_init_drafts_a_spec_from_the_tables_columns_that_check_accepts(warehouse
     assert "# Review every line" in (tmp_path / "orders.yaml").read_text()
     checked = _cormorant("check", str(tmp_path / "orders.yaml"), "--conn", uri)
     assert checked.returncode == 0, checked.stderr
-    again = _cormorant(
-        "init",
-        "orders",
-        "--conn",
-        uri,
-        "--table",
-        "customer_activity",
-        "--target",
-        "churned",
-        "--out",
-        str(tmp_path),
-    )
+    again = _cormorant(*init, "--out", str(tmp_path))
     assert again.returncode == 2 and "exists" in again.stderr
     injected = _cormorant(
         "init", "x", "--conn", uri, "--table", "t; DROP TABLE t", "--target", "y", "--out", str(tmp_path)

@@ -75,7 +75,7 @@ def test_the_trainer_names_the_day_and_column_of_bad_data_and_exits_deterministi
         and "column 'usage_gb': 1 infinite value(s)" in result["error"]
     )
     assert " ERROR cormorant.trainer: trial linear-0 (linear) failed: TrialDataError" in done.stderr
-    assert lake.read_json(trial_record_key(example_spec, trial)) == result
+    assert lake.read_json(trial_record_key(example_spec.name, "k1", "linear-0")) == result
 
 
 def _trainer_that(tmp_path: Path, code: int, result: dict | None) -> list[str]:

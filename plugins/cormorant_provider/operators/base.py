@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from cormorant.spec import ModelSpec
 
 R = TypeVar("R")
-RUN_SCOPED = ("spec", "settings", "lake")
 
 
 def unknown_conf_keys(conf: Mapping[str, Any] | None, params: Mapping[str, Any]) -> list[str]:
@@ -50,10 +49,6 @@ def fails_fast(execute: Callable[[Any, Context], R]) -> Callable[[Any, Context],
 
         from cormorant.errors import CormorantError, NothingToDo
 
-        # What these derive from (templated fields, the environment) is per run; an operator object can
-        # outlive a run (dag.test() runs the same DAG object again), so nothing may carry over.
-        for cached in RUN_SCOPED:
-            self.__dict__.pop(cached, None)
         dag_run = context.get("dag_run")
         # The DAG's declared params: Airflow merges the run's conf into context["params"], unknown keys too.
         dag = self.dag if self.has_dag() else None

@@ -173,7 +173,7 @@ class SweepTrialOperator(CormorantOperator):
     def fail_trial(self, code: int, result: dict[str, Any] | None) -> None:
         """Raise the trial's own cause; a trainer that died without a result (killed) is retryable."""
         from cormorant.errors import TrialFailed
-        from cormorant.trainer import Trial, trial_record_key
+        from cormorant.trainer import trial_record_key
 
         trial_id, family = self.trial["trial_id"], self.trial["family"]
         if result is None:
@@ -185,7 +185,8 @@ class SweepTrialOperator(CormorantOperator):
                 "error": f"the trainer exited with code {code} without a result (killed, or out of memory?)",
                 "retryable": True,
             }
-            self.lake.write_json(trial_record_key(self.spec, Trial.from_dict(self.trial)), result)
+            key = trial_record_key(self.spec.name, self.trial.get("sweep_key", ""), trial_id)
+            self.lake.write_json(key, result)
         self.log.error("Trial %s (%s) failed: %s", trial_id, family, result["error"])
         raise TrialFailed(
             f"trial {trial_id} ({family}, {self.trial.get('params')}): {result['error']}",

@@ -22,6 +22,7 @@ class DataValidationOperator(CormorantOperator):
 
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from cormorant.errors import CormorantError
         from cormorant.validation import (
             DataValidationError,
             validate_frame,
@@ -47,6 +48,6 @@ class DataValidationOperator(CormorantOperator):
             if not result.success:
                 failed.append(DataValidationError(result))
         if failed:  # every failed partition, each with every failed expectation
-            raise failed[0] if len(failed) == 1 else DataValidationError.many(failed)
+            raise failed[0] if len(failed) == 1 else CormorantError("\n\n".join(map(str, failed)))
         self.emit(context, partitions=[r["partition"] for r in refs])
         return refs
