@@ -41,7 +41,7 @@ class SourceReport:
 
 def _sample(conn: Any, spec: ModelSpec, rows: int) -> dict[str, pa.Array]:
     """The most recent ``rows`` rows of the columns the spec reads, as Arrow arrays (untyped)."""
-    columns = ", ".join(spec.required_columns)
+    columns = ", ".join(spec.raw_columns)
     cursor = conn.cursor()
     try:
         cursor.execute(
@@ -51,8 +51,8 @@ def _sample(conn: Any, spec: ModelSpec, rows: int) -> dict[str, pa.Array]:
         fetched = cursor.fetchall()
     finally:
         cursor.close()
-    data = list(zip(*fetched, strict=True)) if fetched else [[] for _ in spec.required_columns]
-    return {c: _to_arrow(c, list(data[i])) for i, c in enumerate(spec.required_columns)}
+    data = list(zip(*fetched, strict=True)) if fetched else [[] for _ in spec.raw_columns]
+    return {c: _to_arrow(c, list(data[i])) for i, c in enumerate(spec.raw_columns)}
 
 
 def check_source(conn: Any, spec: ModelSpec, *, sample_rows: int = 10_000) -> SourceReport:
@@ -61,6 +61,7 @@ def check_source(conn: Any, spec: ModelSpec, *, sample_rows: int = 10_000) -> So
     found = source_columns(conn, spec)
     report.facts.append(f"source {spec.source.table or 'source.sql'}: {len(found)} columns")
     report.problems += missing_column_problems(spec, found)
+    report.problems += _label_source_problems(conn, spec)
     if report.problems:
         return report  # the sample query would fail on the missing columns
     sample = _sample(conn, spec, sample_rows)
@@ -91,6 +92,27 @@ def check_source(conn: Any, spec: ModelSpec, *, sample_rows: int = 10_000) -> So
         _check_keys(spec, typed, days, report)
     _check_target(spec, typed, report)
     return report
+
+
+def _label_source_problems(conn: Any, spec: ModelSpec) -> list[str]:
+    """A separate label source on the same connection: its columns (labels arriving later are not
+    sampled: recent days have none by design)."""
+    from cormorant.labels import LabelSourceError, check_label_columns, label_conn_id, label_relation
+
+    if spec.target.source is None or label_conn_id(spec) != spec.source.conn_id:
+        return []
+    relation, _ = label_relation(spec)
+    cursor = conn.cursor()
+    try:
+        cursor.execute(f"SELECT * FROM {relation} WHERE 1 = 0")
+        check_label_columns(spec, [d[0] for d in cursor.description])
+    except LabelSourceError as e:
+        return str(e).splitlines()[1:]
+    except Exception as e:  # a relation that does not exist
+        return [f"target.source {relation}: cannot be read: {str(e).strip().splitlines()[0]}"]
+    finally:
+        cursor.close()
+    return []
 
 
 def _check_keys(spec: ModelSpec, typed: dict[str, pa.Array], days: list[str], report: SourceReport) -> None:

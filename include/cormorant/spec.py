@@ -152,9 +152,41 @@ class FeaturesSpec(_Strict):
         return self
 
 
+class LabelSourceSpec(_Strict):
+    """Where labels come from when they are not in the feature source: a table or SQL with the spec's
+    ``source.key_columns``, its partition column (the instant of the feature row a label belongs to) and
+    the target column."""
+
+    conn_id: str | None = None  # default: source.conn_id
+    table: str | None = None
+    sql: str | None = None
+    partition_column: str | None = None  # default: source.partition_column
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, qualified=True)
+
+    @field_validator("partition_column")
+    @classmethod
+    def _partition_column(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LabelSourceSpec:
+        if (self.table is None) == (self.sql is None):
+            raise ValueError("give exactly one of 'table' or 'sql'")
+        return self
+
+
 class TargetSpec(_Strict):
     column: str
     task: Literal["binary_classification", "regression"]
+    # The label of day D is final on day D + available_after_days; it is (re-)read then. 0: labels come
+    # with the features (in the same rows) and are checked when the features are.
+    available_after_days: Annotated[int, Field(ge=0, le=365)] = 0
+    # A separate label source (a table or SQL keyed like the features); default: the feature source.
+    source: LabelSourceSpec | None = None
 
     @field_validator("column")
     @classmethod
@@ -260,6 +292,23 @@ class DriftSpec(_Strict):
         return psi, ks
 
 
+class PerformanceSpec(_Strict):
+    """Realized performance, measured once a scored day's labels land, against the model's holdout.
+
+    A day is degraded when the spec's metric is worse than the scoring model's holdout value by more
+    than ``max_drop`` (in the metric's units) or ``max_relative_drop`` (a fraction of the holdout value);
+    either signals retraining. Days with fewer labelled rows than ``min_labeled_rows`` are reported but
+    not judged."""
+
+    max_drop: Annotated[float, Field(gt=0)] | None = None
+    max_relative_drop: Annotated[float, Field(gt=0, lt=1)] | None = 0.1
+    min_labeled_rows: Annotated[int, Field(ge=1)] = 100
+    # The score at or above which a classifier's prediction is the positive class.
+    decision_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    # Days of earlier reports drawn beside this one in the report's plot.
+    history_days: Annotated[int, Field(ge=1, le=366)] = 60
+
+
 class SchedulesSpec(_Strict):
     """Nightly cron expressions, in source.timezone. Downstream stages also run as soon as their input
     asset lands; their cron is the nightly safety net, staggered after ingest."""
@@ -269,6 +318,10 @@ class SchedulesSpec(_Strict):
     train: str = "0 2 * * *"
     predict: str = "0 3 * * *"
     drift: str = "0 4 * * *"
+    # Late labels (target.available_after_days > 0 or target.source): the run of day R lands the labels
+    # of day R - available_after_days. Performance also runs as soon as labels or predictions land.
+    labels: str = "30 0 * * *"
+    performance: str = "0 5 * * *"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -296,6 +349,7 @@ class ModelSpec(_Strict):
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     training: TrainingSpec
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
 
     @field_validator("name")
     @classmethod
@@ -316,6 +370,11 @@ class ModelSpec(_Strict):
             raise ValueError(f"target.column {self.target.column!r} is also a feature")
         if self.training.holdout_days >= self.training.window_days:
             raise ValueError("training.holdout_days must be smaller than training.window_days")
+        if not self.labels_inline and not self.source.key_columns:
+            raise ValueError(
+                "labels that arrive later (target.available_after_days > 0 or target.source) are joined "
+                "to the features by source.key_columns: name them"
+            )
         unknown = set(self.validation.columns) - set(self.required_columns)
         if unknown:
             raise ValueError(f"validation.columns names columns the spec does not use: {sorted(unknown)}")
@@ -331,14 +390,27 @@ class ModelSpec(_Strict):
 
     @property
     def required_columns(self) -> list[str]:
-        """Every column the pipeline reads from a partition."""
-        cols = [
-            *self.source.key_columns,
-            self.source.partition_column,
-            *self.feature_columns,
-            self.target.column,
-        ]
-        return list(dict.fromkeys(cols))
+        """Every column the pipeline reads: keys, partition column, features and the target."""
+        return list(dict.fromkeys([*self.raw_columns, self.target.column]))
+
+    @property
+    def raw_columns(self) -> list[str]:
+        """The columns a feature partition must have: keys, partition column, features, and the target
+        too when labels come with the features."""
+        cols = [*self.source.key_columns, self.source.partition_column, *self.feature_columns]
+        return list(dict.fromkeys([*cols, *([self.target.column] if self.labels_inline else [])]))
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The columns of a label partition: keys, partition column and the target."""
+        return list(
+            dict.fromkeys([*self.source.key_columns, self.source.partition_column, self.target.column])
+        )
+
+    @property
+    def labels_inline(self) -> bool:
+        """Labels come in the feature rows, known when the features land (no delay, no label source)."""
+        return self.target.available_after_days == 0 and self.target.source is None
 
     @property
     def is_classification(self) -> bool:

@@ -15,6 +15,8 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
 
     from cormorant.drift import drift_report_prefix
     from cormorant.inference import predictions_dataset
+    from cormorant.labels import label_report_key
+    from cormorant.performance import performance_report_prefix
     from cormorant.registry import CHAMPION, current_champion
     from cormorant.tracking import configure
     from cormorant.validation import validation_report_key
@@ -27,6 +29,8 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
         validation = lake.read_json(validation_report_key(spec, p)) or {}
         predictions = lake.manifest(predictions_dataset(spec), p)
         drift = lake.read_json(f"{drift_report_prefix(spec, p)}/report.json") or {}
+        labels = lake.read_json(label_report_key(spec, p)) or {}
+        performance = lake.read_json(f"{performance_report_prefix(spec, p)}/report.json") or {}
         partitions.append(
             {
                 "partition": p,
@@ -42,6 +46,11 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
                 "drift": drift.get("verdict"),
                 "drifted_features": drift.get("drifted_features"),
                 "drift_report": lake.uri(f"{drift_report_prefix(spec, p)}/report.html") if drift else None,
+                "labels": None if not labels else ("passed" if labels["success"] else "failed"),
+                "labeled_rows": labels.get("row_count"),
+                "performance": performance.get("verdict"),
+                "realized_metric": (performance.get("metrics") or {}).get(spec.training.metric),
+                "performance_report": performance.get("html_uri"),
             }
         )
     experiment = client.get_experiment_by_name(spec.experiment_name)
@@ -93,18 +102,25 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table for the terminal."""
     lines = [f"Cormorant pipeline summary: spec {summary['spec']!r}", ""]
+    metric = summary["metric"]
     lines.append(
-        f"{'partition':<12}{'rows':>7}  {'validation':<11}{'predictions':>12}  {'model':>5}  {'drift':<8}"
+        f"{'partition':<12}{'rows':>7}  {'validation':<11}{'labels':<8}{'predictions':>12}  {'model':>5}  "
+        f"{'drift':<8}{'realized ' + metric:<24}"
     )
     for p in summary["partitions"]:
+        realized = (
+            f"{p['realized_metric']:.4f} {p['performance']}"
+            if p.get("realized_metric") is not None
+            else p.get("performance") or "-"
+        )
         lines.append(
-            f"{p['partition']:<12}{p['rows']:>7}  {p['validation'] or '-':<11}"
+            f"{p['partition']:<12}{p['rows']:>7}  {p['validation'] or '-':<11}{p.get('labels') or '-':<8}"
             f"{p['predictions'] if p['predictions'] is not None else '-':>12}  "
             f"{('v' + p['predicted_by']) if p['predicted_by'] else '-':>5}  {p['drift'] or '-':<8}"
+            f"{realized:<24}"
             + (f" drifted: {', '.join(p['drifted_features'])}" if p["drifted_features"] else "")
             + (f" failed: {', '.join(p['failed_expectations'])}" if p["failed_expectations"] else "")
         )
-    metric = summary["metric"]
     lines += ["", f"Trials run: {len(summary['trials'])} (MLflow runs, {metric} over CV folds)"]
     sweeps: dict[str, list[dict[str, Any]]] = {}
     for t in summary["trials"]:
@@ -130,4 +146,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     reports = [p["drift_report"] for p in summary["partitions"] if p["drift_report"]]
     if reports:
         lines += ["", "Drift reports:", *(f"  {r}" for r in reports)]
+    reports = [p["performance_report"] for p in summary["partitions"] if p.get("performance_report")]
+    if reports:
+        lines += ["", "Performance reports:", *(f"  {r}" for r in reports)]
     return "\n".join(lines)

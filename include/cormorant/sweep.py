@@ -51,14 +51,19 @@ def grid(space: dict[str, list[Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict[str, str]:
-    """Committed, validated partitions among ``candidates`` (-> content hash); raises on a bad one.
+    """Partitions among ``candidates`` whose features and labels are committed and validated
+    (-> their content hashes, ``features+labels``); raises on a bad one.
 
-    Days not in the lake and empty days (a holiday, a gap) are left out of the window, with a log line.
+    Days not in the lake, empty days (a holiday, a gap) and days whose labels have not landed yet
+    (they are final ``target.available_after_days`` later) are left out of the window, with a log line.
     """
+    from cormorant.labels import LabelsNotLanded, require_labels
+
     ready: dict[str, str] = {}
     problems: list[PartitionNotValidated] = []
     absent: list[str] = []
     empty: list[str] = []
+    unlabelled: list[str] = []
     for partition in candidates:
         manifest = lake.manifest(raw_dataset(spec), partition)
         if manifest is None:
@@ -68,14 +73,24 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
         else:
             try:
                 require_validated(spec, lake, partition)
+                labels = require_labels(spec, lake, partition)
+            except LabelsNotLanded:
+                unlabelled.append(partition)
             except PartitionNotValidated as e:
                 problems.append(e)
             else:
-                ready[partition] = manifest.content_hash
+                ready[partition] = f"{manifest.content_hash}+{labels.content_hash}"
     if absent:
         log.info("sweep %s: %d day(s) of the window are not in the lake: %s", spec.name, len(absent), absent)
     if empty:
         log.info("sweep %s: %d day(s) of the window have no rows: %s", spec.name, len(empty), empty)
+    if unlabelled:
+        log.info(
+            "sweep %s: %d day(s) of the window have no labels yet and are left out: %s",
+            spec.name,
+            len(unlabelled),
+            unlabelled,
+        )
     if problems:
         raise SweepNotReady(
             f"spec {spec.name!r}: the training window has partitions that cannot be used:\n- "
@@ -88,13 +103,18 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
 def check_label_classes(spec: ModelSpec, lake: Lake, train: list[str], holdout: list[str]) -> None:
     """A binary classifier needs both classes in its training days and in its holdout days; refuse the
     sweep before any trial runs otherwise, naming the days and the class counts."""
+    import pyarrow as pa
     import pyarrow.compute as pc
+
+    from cormorant.labels import labels_dataset
 
     if not spec.is_classification:
         return
     target = spec.target.column
     for role, days in (("training", train), ("holdout", holdout)):
-        column = lake.read_many(raw_dataset(spec), days, columns=[target]).column(target)
+        column = pa.chunked_array(
+            [lake.read(labels_dataset(spec), d, columns=[target]).column(target) for d in days]
+        )
         counts = {
             str(row["values"]): row["counts"] for row in pc.value_counts(pc.drop_null(column)).to_pylist()
         }
@@ -143,18 +163,31 @@ def plan_sweep(
     if unknown:
         raise ValueError(f"unknown model families {unknown}; expected some of {list(FAMILIES)}")
     ready = ready_partitions(spec, lake, window(end_partition, days))
-    if end_partition not in ready:
-        end = lake.manifest(raw_dataset(spec), end_partition)
+    end = lake.manifest(raw_dataset(spec), end_partition)
+    if end is None or end.row_count == 0:
         raise SweepNotReady(
             f"spec {spec.name!r}: the window's last partition {end_partition} "
             + ("is not in the lake yet" if end is None else "has no rows; train on a day with data"),
             retryable=end is None,
         )
+    if end_partition not in ready and spec.labels_inline:  # labels that come later may still be pending
+        raise SweepNotReady(
+            f"spec {spec.name!r}: the labels of the window's last partition {end_partition} have not "
+            f"landed yet (the validate DAG lands them with the features)",
+            retryable=True,
+        )
     partitions = sorted(ready)
     if len(partitions) <= cfg.holdout_days:
         raise SweepNotReady(
-            f"spec {spec.name!r}: {len(partitions)} usable partition(s) in the {days}-day window "
-            f"ending {end_partition}; need more than holdout_days={cfg.holdout_days}"
+            f"spec {spec.name!r}: {len(partitions)} usable partition(s) (validated, with validated labels) "
+            f"in the {days}-day window ending {end_partition}; need more than "
+            f"holdout_days={cfg.holdout_days}"
+            + (
+                f" (labels are final {spec.target.available_after_days} day(s) after their day: widen "
+                f"window_days or train later)"
+                if not spec.labels_inline
+                else ""
+            )
         )
     train, holdout = partitions[: -cfg.holdout_days], partitions[-cfg.holdout_days :]
     check_label_classes(spec, lake, train, holdout)

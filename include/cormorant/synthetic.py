@@ -2,7 +2,13 @@
 
 Daily customer rows with numeric and categorical features, realistic nulls and a label with real
 signal. ``drift`` shifts the distribution (higher charges, more support calls, more monthly
-contracts) so that drift checks have something to see on later days.
+contracts) so that drift checks have something to see on later days. ``concept_shift`` keeps the
+features exactly as they are but turns the label's relation to them around (what drove churn now
+keeps customers): the inputs look the same, so drift stays quiet, while a model's realized
+performance collapses once the labels land.
+
+Labels can live in a table of their own (``labels_table``: the key, the event time and the target),
+filled for only some days, as when outcomes arrive days after the features.
 """
 
 from __future__ import annotations
@@ -39,8 +45,13 @@ def rows_for_day(day: date, seed: int = 0) -> int:
     return int(np.random.default_rng([seed, day.toordinal(), 1]).integers(900, 1300))
 
 
-def generate_day(day: date, *, seed: int = 0, drift: float = 0.0) -> pd.DataFrame:
-    """One day of rows; the same ``day``, ``seed`` and ``drift`` always give the same frame."""
+LABEL_COLUMNS = {"customer_id": "BIGINT NOT NULL", "event_ts": "TIMESTAMP NOT NULL", "churned": "INTEGER"}
+
+
+def generate_day(
+    day: date, *, seed: int = 0, drift: float = 0.0, concept_shift: bool = False
+) -> pd.DataFrame:
+    """One day of rows; the same arguments always give the same frame."""
     n = rows_for_day(day, seed)
     rng = np.random.default_rng([seed, day.toordinal(), 2])
     tenure = rng.gamma(2.0, 14.0, n).round()
@@ -60,6 +71,8 @@ def generate_day(day: date, *, seed: int = 0, drift: float = 0.0) -> pd.DataFram
         + np.where(payment == "cheque", 0.6, 0.0)
         - 0.004 * usage
     )
+    if concept_shift:
+        logit = -logit
     churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     seconds = np.sort(rng.integers(0, 86_400, n))
     start = datetime(day.year, day.month, day.day)
@@ -94,18 +107,33 @@ def drift_for(day: date, drift_start: date | None, strength: float = 1.0) -> flo
     return strength if drift_start is not None and day >= drift_start else 0.0
 
 
-def _create_table(table: str) -> list[str]:
+def _create_table(table: str, columns: dict[str, str]) -> list[str]:
     return [
         f"DROP TABLE IF EXISTS {table}",
-        f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in COLUMNS.items())})",
+        f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in columns.items())})",
     ]
 
 
 def _frames(
-    days: Iterable[date], seed: int, drift_start: date | None, strength: float
+    days: Iterable[date], seed: int, drift_start: date | None, strength: float, concept_days: Iterable[date]
 ) -> Iterable[tuple[date, pd.DataFrame]]:
+    shifted = set(concept_days)
     for day in days:
-        yield day, generate_day(day, seed=seed, drift=drift_for(day, drift_start, strength))
+        drift = drift_for(day, drift_start, strength)
+        yield day, generate_day(day, seed=seed, drift=drift, concept_shift=day in shifted)
+
+
+def _tables(
+    frame: pd.DataFrame, table: str, labels_table: str | None
+) -> list[tuple[str, dict[str, str], pd.DataFrame]]:
+    """(table, its columns, its rows): one table, or features and labels apart."""
+    if labels_table is None:
+        return [(table, COLUMNS, frame)]
+    features = {c: t for c, t in COLUMNS.items() if c != "churned"}
+    return [
+        (table, features, frame[list(features)]),
+        (labels_table, LABEL_COLUMNS, frame[list(LABEL_COLUMNS)]),
+    ]
 
 
 def seed_sqlite(
@@ -116,20 +144,39 @@ def seed_sqlite(
     drift_start: date | None = None,
     strength: float = 1.0,
     table: str = TABLE,
+    labels_table: str | None = None,
+    concept_days: Iterable[date] = (),
 ) -> dict[str, int]:
     """Create (or refill) the embedded warehouse; returns rows written per day (ISO date -> count)."""
     counts: dict[str, int] = {}
+    days = list(days)
     with sqlite3.connect(path) as conn:
-        for statement in _create_table(table):
-            conn.execute(statement)
-        for day, frame in _frames(days, seed, drift_start, strength):
-            conn.executemany(
-                f"INSERT INTO {table} VALUES ({', '.join('?' * len(COLUMNS))})",
-                frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None),
-            )
+        for name, columns, _ in _tables(generate_day(days[0]).head(0), table, labels_table):
+            for statement in _create_table(name, columns):
+                conn.execute(statement)
+        for day, frame in _frames(days, seed, drift_start, strength, concept_days):
+            for name, columns, rows in _tables(frame, table, labels_table):
+                conn.executemany(
+                    f"INSERT INTO {name} VALUES ({', '.join('?' * len(columns))})",
+                    rows.astype(object).where(rows.notna(), None).itertuples(index=False, name=None),
+                )
             counts[day.isoformat()] = len(frame)
         conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (event_ts)")
     return counts
+
+
+def _copy(cursor: Any, table: str, rows: pd.DataFrame) -> None:
+    import io
+
+    buffer = io.StringIO()
+    rows.to_csv(buffer, index=False, header=False, na_rep="")
+    buffer.seek(0)
+    statement = f"COPY {table} FROM STDIN WITH (FORMAT csv)"
+    if hasattr(cursor, "copy_expert"):  # psycopg2
+        cursor.copy_expert(statement, buffer)
+    else:  # psycopg 3
+        with cursor.copy(statement) as copy:
+            copy.write(buffer.getvalue())
 
 
 def seed_postgres(
@@ -140,25 +187,43 @@ def seed_postgres(
     drift_start: date | None = None,
     strength: float = 1.0,
     table: str = TABLE,
+    labels_table: str | None = None,
+    label_days: Iterable[date] | None = None,
+    concept_days: Iterable[date] = (),
 ) -> dict[str, int]:
-    """Create (or refill) the example table in PostgreSQL (a psycopg2 or psycopg 3 connection), with COPY."""
-    import io
+    """Create (or refill) the example table in PostgreSQL (a psycopg2 or psycopg 3 connection), with COPY.
 
+    With ``labels_table``, labels go to a table of their own, and only for ``label_days`` (default:
+    every day); :func:`insert_labels_postgres` adds the others later."""
     counts: dict[str, int] = {}
+    days = list(days)
+    labelled = set(days if label_days is None else label_days)
     with conn.cursor() as cursor:
-        for statement in _create_table(table):
-            cursor.execute(statement)
-        for day, frame in _frames(days, seed, drift_start, strength):
-            buffer = io.StringIO()
-            frame.to_csv(buffer, index=False, header=False, na_rep="")
-            buffer.seek(0)
-            statement = f"COPY {table} FROM STDIN WITH (FORMAT csv)"
-            if hasattr(cursor, "copy_expert"):  # psycopg2
-                cursor.copy_expert(statement, buffer)
-            else:  # psycopg 3
-                with cursor.copy(statement) as copy:
-                    copy.write(buffer.getvalue())
+        for name, columns, _ in _tables(generate_day(days[0]).head(0), table, labels_table):
+            for statement in _create_table(name, columns):
+                cursor.execute(statement)
+        for day, frame in _frames(days, seed, drift_start, strength, concept_days):
+            for name, _, rows in _tables(frame, table, labels_table):
+                if name != labels_table or day in labelled:
+                    _copy(cursor, name, rows)
             counts[day.isoformat()] = len(frame)
         cursor.execute(f"CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (event_ts)")
     conn.commit()
     return counts
+
+
+def insert_labels_postgres(
+    conn: Any,
+    days: Iterable[date],
+    *,
+    labels_table: str,
+    seed: int = 0,
+    drift_start: date | None = None,
+    strength: float = 1.0,
+    concept_days: Iterable[date] = (),
+) -> None:
+    """The outcomes of ``days`` arrive: add their rows to the label table."""
+    with conn.cursor() as cursor:
+        for _, frame in _frames(days, seed, drift_start, strength, concept_days):
+            _copy(cursor, labels_table, frame[list(LABEL_COLUMNS)])
+    conn.commit()

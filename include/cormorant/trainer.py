@@ -92,14 +92,15 @@ def check_trial_data(spec: ModelSpec, partition: str, table: Any) -> None:
 
 
 def load_frames(spec: ModelSpec, lake: Lake, partitions: list[str]) -> Any:
-    """The partitions' columns the model needs, checked day by day (:func:`check_trial_data`)."""
+    """The partitions' features with their known labels (:func:`cormorant.labels.training_table`: rows
+    whose label is not known yet are left out and counted), checked day by day (:func:`check_trial_data`)."""
     import pyarrow as pa
 
-    from cormorant.warehouse import raw_dataset
+    from cormorant.labels import training_table
 
     tables = []
     for partition in partitions:
-        table = lake.read(raw_dataset(spec), partition, columns=spec.required_columns)
+        table = training_table(spec, lake, partition)
         check_trial_data(spec, partition, table)
         tables.append(table)
     return pa.concat_tables(tables, promote_options="default").to_pandas()

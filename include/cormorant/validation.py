@@ -1,9 +1,11 @@
-"""Data validation: a Great Expectations suite built from the spec gates every lake partition.
+"""Data validation: Great Expectations suites built from the spec gate every lake partition.
 
-The suite checks that every column the pipeline uses exists, the row count, key uniqueness, null
-fractions (none in the target by default), finite numeric features, numeric ranges and allowed
-categorical values. All failed expectations are gathered into one
-report (and one error) that names each expectation and column.
+Two suites. The features suite gates scoring: every column the model reads exists, the row count, key
+uniqueness, null fractions, finite numeric features, numeric ranges and allowed categorical values; the
+target is not its business, so a day is scored before its labels exist. The labels suite gates
+training and performance monitoring: keys, and the target's nulls (none by default), range and
+values. All failed expectations of a suite are gathered into one report (and one error) that names
+each expectation and column.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class DataValidationError(CormorantError, ValueError):
         lines = [
             f"- {f['expectation']} on {f['column'] or 'the table'}: {f['detail']}" for f in result.failures
         ]
+        what = "labels of partition" if result.suite == "labels" else "partition"
         super().__init__(
-            f"spec {result.spec!r}, partition {result.partition}: {len(result.failures)} of "
+            f"spec {result.spec!r}, {what} {result.partition}: {len(result.failures)} of "
             f"{result.evaluated} expectations failed\n" + "\n".join(lines)
         )
 
@@ -48,6 +51,7 @@ class ValidationResult:
     content_hash: str
     failures: list[dict[str, Any]] = field(default_factory=list)
     expectations: list[dict[str, Any]] = field(default_factory=list)
+    suite: str = "features"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,15 +61,34 @@ class ValidationResult:
 PURPOSE = "cormorant_purpose"
 
 
-def build_expectations(spec: ModelSpec) -> list[Any]:
-    """The Great Expectations 1.x expectations a spec implies, in a stable order."""
+SUITES = ("features", "labels")
+
+
+def suite_columns(spec: ModelSpec, suite: str) -> list[str]:
+    """The columns a suite judges: the features suite everything but the target, the labels suite the
+    keys, the partition column and the target."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; expected one of {SUITES}")
+    if suite == "labels":
+        return spec.label_columns
+    return [c for c in spec.required_columns if c != spec.target.column]
+
+
+def build_expectations(spec: ModelSpec, suite: str = "features") -> list[Any]:
+    """The Great Expectations 1.x expectations a spec implies for one suite, in a stable order.
+
+    The features suite gates scoring (row count, keys, nulls, finite numbers, ranges, categories); the
+    labels suite gates training and performance monitoring (the target's nulls, range and classes)."""
     import great_expectations.expectations as gxe
 
     rules = spec.validation
-    expectations: list[Any] = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows, meta={PURPOSE: "min_rows"})
-    ]
-    for column in spec.required_columns:
+    columns = suite_columns(spec, suite)
+    expectations: list[Any] = []
+    if suite == "features":
+        expectations.append(
+            gxe.ExpectTableRowCountToBeBetween(min_value=rules.min_rows, meta={PURPOSE: "min_rows"})
+        )
+    for column in columns:
         expectations.append(gxe.ExpectColumnToExist(column=column))
     keys = spec.source.key_columns
     if rules.unique_keys and len(keys) == 1:
@@ -74,12 +97,13 @@ def build_expectations(spec: ModelSpec) -> list[Any]:
         expectations.append(
             gxe.ExpectCompoundColumnsToBeUnique(column_list=keys, meta={PURPOSE: "unique_keys"})
         )
-    for column in spec.required_columns:
+    judged = [spec.target.column] if suite == "labels" else columns
+    for column in judged:
         rule = rules.columns.get(column)
         if rule and rule.max_null_fraction is not None:
             max_null = rule.max_null_fraction
         else:
-            # A row without its label cannot be trained on or scored against: no nulls by default.
+            # A label row without its label is no label: no nulls by default.
             max_null = 0.0 if column == spec.target.column else rules.default_max_null_fraction
         if max_null < 1:
             expectations.append(
@@ -153,9 +177,9 @@ def validation_frame(table: pa.Table) -> pd.DataFrame:
 
 
 def validate_frame(
-    frame: pd.DataFrame, spec: ModelSpec, *, partition: str, content_hash: str = ""
+    frame: pd.DataFrame, spec: ModelSpec, *, partition: str, content_hash: str = "", suite: str = "features"
 ) -> ValidationResult:
-    """Run the spec's suite over ``frame`` and return every outcome (this never raises on bad data)."""
+    """Run one of the spec's suites over ``frame`` and return every outcome (never raises on bad data)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -167,10 +191,10 @@ def validate_frame(
     batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
         batch_parameters={"dataframe": frame}
     )
-    suite = gx.ExpectationSuite(name=f"{spec.name}_suite")
-    for expectation in build_expectations(spec):
-        suite.add_expectation(expectation)
-    outcome = batch.validate(suite, result_format="SUMMARY")
+    expectations = gx.ExpectationSuite(name=f"{spec.name}_{suite}")
+    for expectation in build_expectations(spec, suite):
+        expectations.add_expectation(expectation)
+    outcome = batch.validate(expectations, result_format="SUMMARY")
     failures, evaluated = [], []
     for r in outcome.results:
         kwargs = r.expectation_config.kwargs
@@ -194,9 +218,15 @@ def validate_frame(
         content_hash=content_hash,
         failures=failures,
         expectations=evaluated,
+        suite=suite,
     )
     log.info(
-        "validation %s/%s: %d expectations, %d failed", spec.name, partition, len(evaluated), len(failures)
+        "validation %s/%s (%s): %d expectations, %d failed",
+        spec.name,
+        partition,
+        suite,
+        len(evaluated),
+        len(failures),
     )
     return result
 

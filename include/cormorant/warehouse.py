@@ -58,7 +58,7 @@ def sort_columns(spec: ModelSpec) -> list[str]:
     column the spec reads. Ties in the partition column would otherwise come back in whatever order
     the warehouse's sort leaves them, and the partition's content hash would change on every re-run."""
     source = spec.source
-    return list(dict.fromkeys([source.partition_column, *source.key_columns, *spec.required_columns]))
+    return list(dict.fromkeys([source.partition_column, *source.key_columns, *spec.raw_columns]))
 
 
 def build_extract_query(spec: ModelSpec, placeholder: str = "?") -> str:
@@ -102,7 +102,8 @@ def missing_column_problems(spec: ModelSpec, found: Sequence[str]) -> list[str]:
         fields.setdefault(column, "features.numeric")
     for column in spec.features.categorical:
         fields.setdefault(column, "features.categorical")
-    fields.setdefault(spec.target.column, "target.column")
+    if spec.labels_inline:  # labels that arrive later may come from elsewhere
+        fields.setdefault(spec.target.column, "target.column")
     available = list(found)
     problems = []
     for column, field_name in fields.items():
@@ -225,7 +226,7 @@ def check_schema_contract(spec: ModelSpec, lake: Lake, partition: str, found: pa
     else:
         problems += [
             f"column {c!r} is missing: expected by the spec, found no such column"
-            for c in spec.required_columns
+            for c in spec.raw_columns
             if c not in found_types
         ]
     if problems:

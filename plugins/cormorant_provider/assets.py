@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
-STAGES = ("raw", "validated", "model", "predictions", "retrain")
+STAGES = ("raw", "validated", "labels", "model", "predictions", "retrain")
 
 
 def spec_asset(spec_name: str, stage: str) -> Asset:

@@ -27,7 +27,7 @@ from typing import Any
 
 from cormorant.errors import first_line
 
-STAGES = ("ingest", "validate", "train", "predict", "drift")
+STAGES = ("ingest", "validate", "labels", "train", "predict", "drift", "performance")
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
@@ -153,24 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from cormorant_provider.pipeline import PipelineRunner
 
     runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=spec.name)
-    failed = []
-
-    def stage(name: str, day: str, conf: dict[str, Any] | None = None) -> bool:
-        outcome = runner.run(name, day, conf, check=False)
-        if not outcome.succeeded:
-            failed.append(f"{outcome.dag_id} {day}: {outcome.state} (failed tasks: {outcome.failed_tasks})")
-        return outcome.succeeded
-
-    for day in days:
-        if "ingest" in stages and not stage("ingest", day):
-            continue
-        if "validate" in stages:
-            stage("validate", day)
-    if "train" in stages:
-        stage("train", days[-1], {"window_days": max(len(days), 2)})
-    for day in days:
-        if "predict" in stages and stage("predict", day) and "drift" in stages:
-            stage("drift", day)
+    failed = replay(runner, spec, days, stages)
     print()
     print(runner.summary_text())
     if failed:
@@ -179,6 +162,73 @@ def run(args: argparse.Namespace) -> int:
             print(f"- {line}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _has_champion(spec: Any) -> bool:
+    from cormorant.config import Settings
+    from cormorant.errors import NothingToDo
+    from cormorant.inference import resolve_model
+
+    try:
+        resolve_model(spec, Settings.from_env())
+    except NothingToDo:
+        return False
+    return True
+
+
+def replay(runner: Any, spec: Any, days: list[str], stages: list[str]) -> list[str]:
+    """Run ``stages`` day by day as the nightly chain would, and return the runs that did not succeed.
+
+    Each day: ingest and validate it; land the labels that became final that day (those of the day
+    ``target.available_after_days`` earlier; labels that come with the features land with validation)
+    and measure the performance of the day they label; train once enough labelled days exist and no
+    model has been trained yet; score and check drift; and when drift or performance signals
+    retraining, train on the window ending that day, then score and check it again.
+    """
+    failed: list[str] = []
+    lag = spec.target.available_after_days
+    labelled: list[str] = []
+    trained = _has_champion(spec)
+
+    def stage(name: str, day: str, conf: dict[str, Any] | None = None) -> Any:
+        if name not in stages or (name == "labels" and spec.labels_inline):
+            return None
+        outcome = runner.run(name, day, conf, check=False)
+        if not outcome.succeeded:
+            failed.append(f"{outcome.dag_id} {day}: {outcome.state} (failed tasks: {outcome.failed_tasks})")
+        return outcome
+
+    def succeeded(outcome: Any, task: str) -> bool:
+        return outcome is not None and outcome.task_states.get(task) == "success"
+
+    for i, day in enumerate(days):
+        ingest = stage("ingest", day)
+        if ingest is not None and not ingest.succeeded:
+            continue
+        validate = stage("validate", day)
+        signals = []
+        if spec.labels_inline:
+            if succeeded(validate, "validate_labels"):
+                labelled.append(day)
+        elif i >= lag:  # the labels of days[i - lag] became final today
+            labelled_day = days[i - lag]
+            if succeeded(stage("labels", labelled_day), "validate_labels"):
+                labelled.append(labelled_day)
+            signals.append(stage("performance", labelled_day))
+        if not trained and len(labelled) > spec.training.holdout_days:
+            window = (date.fromisoformat(day) - date.fromisoformat(days[0])).days + 1
+            train = stage("train", day, {"window_days": max(window, 2)})
+            trained = train is not None and train.succeeded
+        predict = stage("predict", day) if trained or "train" not in stages else None
+        if succeeded(predict, "batch_inference") or (predict is None and "predict" not in stages):
+            signals.append(stage("drift", day))  # nothing to check on a day that was not scored
+        if spec.labels_inline:
+            signals.append(stage("performance", day))
+        if trained and any(s is not None and s.retrain_signalled for s in signals):
+            stage("train", day)
+            stage("predict", day)
+            stage("drift", day)
+    return failed
 
 
 def summary(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
-"""Builds a spec's five DAGs: ingest, validate, train, predict, drift.
+"""Builds a spec's DAGs: ingest, validate, train, predict, drift, performance, and labels when they
+arrive later than the features.
 
 They are chained with Assets (a landed partition triggers validation, a validated one triggers
-prediction, landed predictions trigger the drift check, and a drift verdict that calls for it
-triggers training), and each also has a nightly cron as a safety net. Params are typed, so the UI
+prediction, landed predictions trigger the drift check, landed labels or predictions trigger the
+performance check, and a drift or performance verdict that calls for it triggers training), and each
+also has a nightly cron as a safety net. Params are typed, so the UI
 shows a form and REST callers are validated by Airflow.
 
 Only the spec's YAML is read at parse time; nothing heavy is imported.
@@ -20,7 +22,7 @@ from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Par
 from cormorant.spec import FAMILIES, QUALIFIED_IDENTIFIER, ModelSpec, SpecError, discover_specs
 from cormorant_provider.assets import spec_asset
 
-STAGES = ("ingest", "validate", "train", "predict", "drift")
+STAGES = ("ingest", "validate", "labels", "train", "predict", "drift", "performance")
 FAMILY_LABELS = {"linear": "Linear baseline", "xgboost": "XGBoost", "mlp": "PyTorch MLP"}
 
 
@@ -88,10 +90,14 @@ def _cron(expression: str, timezone: str = "UTC") -> CronDataIntervalTimetable:
     return CronDataIntervalTimetable(expression, timezone=timezone)
 
 
-def _asset_or_cron(spec: ModelSpec, stage: str, upstream: str) -> AssetOrTimeSchedule:
+def _asset_or_cron(spec: ModelSpec, stage: str, *upstream: str) -> AssetOrTimeSchedule:
+    from airflow.sdk import AssetAny
+
     cron = getattr(spec.schedules, "validate_" if stage == "validate" else stage)
+    assets = [spec_asset(spec.name, u) for u in upstream]
     return AssetOrTimeSchedule(
-        timetable=_cron(cron, spec.source.timezone), assets=spec_asset(spec.name, upstream)
+        timetable=_cron(cron, spec.source.timezone),
+        assets=assets[0] if len(assets) == 1 else AssetAny(*assets),
     )
 
 
@@ -99,12 +105,11 @@ def build_spec_dags(
     spec: ModelSpec, spec_path: Path, *, trial_backend: str = "local", trial_retry_delay_s: int = 60
 ) -> dict[str, DAG]:
     """The five DAGs of one spec, keyed by dag_id."""
-    from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.python import ShortCircuitOperator
-
-    from cormorant_provider.operators.drift import DriftCheckOperator, retraining_needed
+    from cormorant_provider.operators.drift import DriftCheckOperator
     from cormorant_provider.operators.inference import BatchInferenceOperator
     from cormorant_provider.operators.ingest import WarehouseToLakeOperator
+    from cormorant_provider.operators.labels import LabelValidationOperator, LandLabelsOperator
+    from cormorant_provider.operators.performance import PerformanceCheckOperator
     from cormorant_provider.operators.registry import RegisterAndPromoteOperator
     from cormorant_provider.operators.sweep import SweepPlanOperator, SweepTrialOperator
     from cormorant_provider.operators.validation import DataValidationOperator
@@ -112,7 +117,7 @@ def build_spec_dags(
     path = str(spec_path)
     asset = {
         stage: spec_asset(spec.name, stage)
-        for stage in ("raw", "validated", "model", "predictions", "retrain")
+        for stage in ("raw", "validated", "labels", "model", "predictions", "retrain")
     }
     dags: dict[str, DAG] = {}
 
@@ -147,10 +152,37 @@ def build_spec_dags(
         "validate",
         _asset_or_cron(spec, "validate", "raw"),
         {},
-        "Great Expectations gate: a failure stops the chain and names each failed expectation.",
+        "Great Expectations gate: the features suite gates scoring (a failure stops the chain and names "
+        "each failed expectation)"
+        + (
+            "; the labels, which come with the features, are landed and gate training."
+            if spec.labels_inline
+            else "."
+        ),
     ) as dag:
         DataValidationOperator(task_id="validate_partition", spec_path=path, outlets=[asset["validated"]])
+        if spec.labels_inline:  # a failure here keeps the day out of training, not out of scoring
+            LandLabelsOperator(task_id="land_labels", spec_path=path) >> LabelValidationOperator(
+                task_id="validate_labels", spec_path=path, outlets=[asset["labels"]]
+            )
     dags[dag.dag_id] = dag
+
+    if not spec.labels_inline:
+        k = spec.target.available_after_days
+        with _dag(
+            spec,
+            spec_path,
+            "labels",
+            _cron(spec.schedules.labels, spec.source.timezone),
+            {},
+            f"Labels that arrive later: the run of day R lands the labels of day R - {k} from the label "
+            "source (the typed or param date is the labelled day itself), and the labels suite gates "
+            "training and performance monitoring.",
+        ) as dag:
+            LandLabelsOperator(task_id="land_labels", spec_path=path) >> LabelValidationOperator(
+                task_id="validate_labels", spec_path=path, outlets=[asset["labels"]]
+            )
+        dags[dag.dag_id] = dag
 
     families = list(spec.training.search_space)
     train_params = {
@@ -257,13 +289,45 @@ def build_spec_dags(
         {},
         "Drift of features and predictions against the training reference (PSI, KS).",
     ) as dag:
-        check = DriftCheckOperator(task_id="drift_check", spec_path=path)
-        gate = ShortCircuitOperator(
-            task_id="retraining_needed", python_callable=retraining_needed, op_args=[check.output]
+        _check_and_signal(
+            DriftCheckOperator(task_id="drift_check", spec_path=path), "drift", asset["retrain"]
         )
-        gate >> EmptyOperator(task_id="signal_retraining", outlets=[asset["retrain"]])
+    dags[dag.dag_id] = dag
+
+    with _dag(
+        spec,
+        spec_path,
+        "performance",
+        _asset_or_cron(spec, "performance", "labels", "predictions"),
+        {},
+        "Realized performance of the version that scored a day, once its labels land, against that "
+        "version's holdout metric; a drop beyond the spec's bound signals retraining.",
+    ) as dag:
+        _check_and_signal(
+            PerformanceCheckOperator(task_id="performance_check", spec_path=path),
+            "performance",
+            asset["retrain"],
+        )
     dags[dag.dag_id] = dag
     return dags
+
+
+def _check_and_signal(check: Any, signal: str, retrain: Any) -> None:
+    """check >> retraining_needed (short circuit) >> signal_retraining (emits the retrain asset)."""
+    from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+    from cormorant_provider.operators.performance import SignalRetrainingOperator, retraining_needed
+
+    gate = ShortCircuitOperator(
+        task_id="retraining_needed", python_callable=retraining_needed, op_args=[check.output]
+    )
+    gate >> SignalRetrainingOperator(
+        task_id="signal_retraining",
+        spec_path=check.spec_path,
+        verdicts=check.output,
+        signal=signal,
+        outlets=[retrain],
+    )
 
 
 def load_dags(specs_dir: Path | str | None = None) -> dict[str, DAG]:

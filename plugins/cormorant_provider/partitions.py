@@ -6,6 +6,10 @@ zone (a date typed in ``airflow dags test <dag> 2024-03-01``, the UI's or REST's
 runs and backfills, whose logical date is their data interval's start), and otherwise the start of the
 run's data interval (a run triggered "now": the last complete day, never a day still being written).
 So the date a person types is the partition processed, everywhere.
+
+Labels of day D are final on D + k (``target.available_after_days``): a *scheduled* run of the labels
+and performance DAGs for day R processes day R - k (``lag_days``); a date a person types is still the
+day processed.
 """
 
 from __future__ import annotations
@@ -29,9 +33,20 @@ def _local(moment: Any, timezone: str) -> Any:
     return moment.astimezone(ZoneInfo(timezone))
 
 
-def resolve_partitions(context: Mapping[str, Any], timezone: str = "UTC") -> list[str]:
+def resolve_partitions(context: Mapping[str, Any], timezone: str = "UTC", lag_days: int = 0) -> list[str]:
     """The ``YYYY-MM-DD`` partitions this run should process (at least one); days are calendar days in
-    ``timezone`` (the spec's ``source.timezone``)."""
+    ``timezone`` (the spec's ``source.timezone``); a scheduled run goes back ``lag_days``."""
+    days = _resolve(context, timezone)
+    run_type = str(getattr(context.get("dag_run"), "run_type", "") or "")
+    explicit = (context.get("params") or {}).get("partition_date")
+    if lag_days and not explicit and run_type.lower().endswith("scheduled"):
+        from datetime import date, timedelta
+
+        return [(date.fromisoformat(d) - timedelta(days=lag_days)).isoformat() for d in days]
+    return days
+
+
+def _resolve(context: Mapping[str, Any], timezone: str) -> list[str]:
     explicit = (context.get("params") or {}).get("partition_date")
     if explicit:
         return [str(explicit)]

@@ -14,7 +14,7 @@ import pytest
 from cormorant.config import PROJECT_ROOT
 
 DAGS = PROJECT_ROOT / "dags"
-STAGES = ("ingest", "validate", "train", "predict", "drift")
+STAGES = ("ingest", "validate", "train", "predict", "drift", "performance")
 HEAVY = {
     "pandas",
     "numpy",
@@ -44,8 +44,24 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_every_spec_has_its_five_dags(dagbag):
+def test_every_spec_has_its_dags(dagbag):
     assert {f"churn__{s}" for s in STAGES} <= set(dagbag.dag_ids)
+    assert "churn__labels" not in dagbag.dag_ids  # churn's labels come with its features
+
+
+def test_labels_that_arrive_later_get_their_own_dag(tmp_path):
+    from cormorant.spec import load_spec
+    from cormorant_provider.dag_factory import build_spec_dags
+
+    path = PROJECT_ROOT / "include" / "examples" / "churn_late.yaml"
+    dags = build_spec_dags(load_spec(path), path)
+    labels = dags["churn_late__labels"]
+    assert [t.task_id for t in labels.topological_sort()] == ["land_labels", "validate_labels"]
+    assert {o.uri for t in labels.tasks for o in t.outlets} == {"cormorant://churn_late/labels"}
+    assert labels.timetable.expression == "30 0 * * *"  # a cron only: labels do not land with features
+    assert set(dags["churn_late__validate"].task_ids) == {"validate_partition"}
+    condition = str(dags["churn_late__performance"].timetable.asset_condition)
+    assert "cormorant://churn_late/labels" in condition and "cormorant://churn_late/predictions" in condition
 
 
 def test_dags_have_tags_retries_and_a_nightly_cron(dagbag):
@@ -65,14 +81,17 @@ def test_assets_chain_the_stages(dagbag):
         return {o.uri for t in dagbag.dags[dag_id].tasks for o in t.outlets}
 
     assert outlets("churn__ingest") == {"cormorant://churn/raw"}
-    assert outlets("churn__validate") == {"cormorant://churn/validated"}
+    assert outlets("churn__validate") == {"cormorant://churn/validated", "cormorant://churn/labels"}
     assert outlets("churn__predict") == {"cormorant://churn/predictions"}
     assert outlets("churn__drift") == {"cormorant://churn/retrain"}
+    assert outlets("churn__performance") == {"cormorant://churn/retrain"}
     assert outlets("churn__train") == {"cormorant://churn/model"}
     for dag_id, upstream in [
         ("churn__validate", "raw"),
         ("churn__predict", "validated"),
         ("churn__drift", "predictions"),
+        ("churn__performance", "labels"),
+        ("churn__performance", "predictions"),
         ("churn__train", "retrain"),
     ]:
         assert f"cormorant://churn/{upstream}" in str(dagbag.dags[dag_id].timetable.asset_condition), dag_id

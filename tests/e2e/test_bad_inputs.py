@@ -289,7 +289,9 @@ def test_an_empty_day_commits_fails_validation_and_is_skipped_by_scoring_and_dri
     assert env["lake"].manifest(predictions_dataset_of(), day) is None
 
 
-def test_a_null_target_fails_validation_and_keeps_its_day_out_of_training(env, capfd):
+def test_a_null_target_fails_the_labels_suite_keeps_its_day_out_of_training_but_not_out_of_scoring(
+    env, capfd
+):
     day = CASE_DAYS["null_target"]
     _sql(
         env,
@@ -297,7 +299,16 @@ def test_a_null_target_fails_validation_and_keeps_its_day_out_of_training(env, c
                   (SELECT customer_id FROM customer_activity WHERE event_ts::date = '{day}' LIMIT 5)""",
     )
     _run(env, capfd, "ingest", day)
-    _validation_fails(env, capfd, day, ["expect_column_values_to_not_be_null on churned"])
+    validate, _ = _case(
+        env,
+        capfd,
+        "validate",
+        day,
+        state="failed",
+        task="validate_labels",
+        words=["labels of partition", "expect_column_values_to_not_be_null on churned"],
+    )
+    assert validate.task_states["validate_partition"] == "success"  # the features are fine
     run, _ = _case(
         env,
         capfd,
@@ -306,9 +317,12 @@ def test_a_null_target_fails_validation_and_keeps_its_day_out_of_training(env, c
         {"window_days": 2},
         state="failed",
         task="plan_sweep",
-        words=[f"partition {day} failed validation"],
+        words=[f"labels of {day} failed validation"],
     )
     assert not [k for k, v in run.task_states.items() if k.startswith("trial") and v == "success"]
+    # The outcome is unknown for 5 rows; the day can still be scored (scoring needs no label).
+    predict, _ = _run(env, capfd, "predict", day)
+    assert predict.task_states["batch_inference"] == "success"
 
 
 def test_a_label_with_one_class_is_refused_before_any_trial(env, capfd):

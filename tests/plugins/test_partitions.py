@@ -118,3 +118,13 @@ def test_a_time_zone_spec_schedules_local_days():
         last = info.data_interval
     assert days == ["2024-03-09", "2024-03-10", "2024-03-11"]
     assert hours == [24, 23, 24]  # the DST change is a 23-hour local day
+
+
+def test_a_scheduled_labels_run_lands_the_day_whose_labels_became_final():
+    start = pendulum.datetime(2024, 3, 10, tz="UTC")
+    scheduled = {"params": {}, "logical_date": start, "dag_run": SimpleNamespace(run_type="scheduled")}
+    assert resolve_partitions(scheduled, "UTC", lag_days=3) == ["2024-03-07"]
+    typed = {**scheduled, "dag_run": SimpleNamespace(run_type="manual")}  # the typed date is the day
+    assert resolve_partitions(typed, "UTC", lag_days=3) == ["2024-03-10"]
+    param = {**scheduled, "params": {"partition_date": "2024-03-01"}}
+    assert resolve_partitions(param, "UTC", lag_days=3) == ["2024-03-01"]

@@ -107,8 +107,12 @@ class CormorantOperator(BaseOperator):
 
         return Lake(ObjectStoragePath(self.settings.lake_uri, conn_id=self.settings.lake_conn_id))
 
+    # Days a scheduled run looks back (labels and performance: the day whose labels became final).
+    lags_behind_labels = False
+
     def partitions(self, context: Context) -> list[str]:
-        return resolve_partitions(context, self.spec.source.timezone)
+        lag = self.spec.target.available_after_days if self.lags_behind_labels else 0
+        return resolve_partitions(context, self.spec.source.timezone, lag)
 
     def per_partition(self, context: Context, work: Callable[[str], R]) -> list[R]:
         """``work(partition)`` for each of the run's partitions, passing over those with nothing to do

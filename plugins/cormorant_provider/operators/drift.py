@@ -38,8 +38,3 @@ class DriftCheckOperator(CormorantOperator):
             }
 
         return self.per_partition(context, check)
-
-
-def retraining_needed(verdicts: list[dict[str, Any]]) -> bool:
-    """Short-circuit callable: go on to the retraining signal only when a partition drifted."""
-    return any(v.get("retrain") for v in verdicts or [])

@@ -1,0 +1,96 @@
+"""Labels: land a day's labels in the lake, and gate them with the labels suite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from cormorant_provider.operators.base import CormorantOperator, fails_fast
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class LandLabelsOperator(CormorantOperator):
+    """Commit the run's day(s) of labels to ``<spec>/labels``.
+
+    Labels that come with the features are taken from the validated feature partition; labels that
+    arrive later are read from the label source (``target.source``, else the feature source) through
+    its connection's hook. A scheduled run for day R lands day R - ``target.available_after_days``.
+
+    :param conn_id: the label source's connection; default ``target.source.conn_id`` or
+        ``source.conn_id`` (templated).
+    """
+
+    template_fields: Sequence[str] = (*CormorantOperator.template_fields, "conn_id")
+    ui_color = "#e8daef"
+    lags_behind_labels = True
+
+    def __init__(self, *, conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    @fails_fast
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from cormorant.labels import extract_labels, label_conn_id, labels_dataset, labels_from_features
+
+        refs = []
+        for partition in self.partitions(context):
+            if self.spec.labels_inline:
+                manifest = labels_from_features(
+                    self.spec, self.lake, partition, lineage=self.lineage(context)
+                )
+            else:
+                from airflow.providers.postgres.hooks.postgres import PostgresHook
+                from airflow.sdk import BaseHook
+
+                hook = BaseHook.get_connection(self.conn_id or label_conn_id(self.spec)).get_hook()
+                manifest = extract_labels(
+                    hook.get_conn,
+                    self.spec,
+                    partition,
+                    self.lake,
+                    dialect="postgres" if isinstance(hook, PostgresHook) else "generic",
+                    placeholder=getattr(hook, "placeholder", "%s"),
+                    lineage=self.lineage(context),
+                )
+            self.log.info(
+                "Committed %s/ds=%s: %d label rows", labels_dataset(self.spec), partition, manifest.row_count
+            )
+            refs.append(
+                {"partition": partition, "rows": manifest.row_count, "content_hash": manifest.content_hash}
+            )
+        return refs
+
+
+class LabelValidationOperator(CormorantOperator):
+    """Gate the run's day(s) of labels with the spec's labels suite (the target's nulls, range and
+    values): a failure fails the task at once, naming each failed expectation, and keeps the day out of
+    training and performance monitoring. Emits the ``labels`` asset for the days that passed."""
+
+    ui_color = "#f5eef8"
+    lags_behind_labels = True
+
+    @fails_fast
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from cormorant.errors import CormorantError
+        from cormorant.labels import validate_labels
+        from cormorant.validation import DataValidationError
+
+        refs, failed = [], []
+        for partition in self.partitions(context):
+            result, uri = validate_labels(self.spec, self.lake, partition)
+            self.log.info(
+                "Labels of %s: %s (%d expectations); report at %s",
+                partition,
+                "passed" if result.success else "FAILED",
+                result.evaluated,
+                uri,
+            )
+            refs.append({"partition": partition, "success": result.success, "report_uri": uri})
+            if not result.success:
+                failed.append(DataValidationError(result))
+        if failed:
+            raise failed[0] if len(failed) == 1 else CormorantError("\n\n".join(map(str, failed)))
+        self.emit(context, partitions=[r["partition"] for r in refs])
+        return refs

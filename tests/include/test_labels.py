@@ -1,0 +1,166 @@
+"""Labels apart from features: the two suites, the label partition, the join that training and
+performance monitoring use, and the realized-performance verdict."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from cormorant.errors import PartitionNotValidated
+from cormorant.labels import (
+    LabelsNotLanded,
+    LabelSourceError,
+    extract_labels,
+    labels_dataset,
+    labels_from_features,
+    require_labels,
+    training_table,
+    validate_labels,
+)
+from cormorant.performance import judge, realized_metrics
+from cormorant.spec import load_spec, parse_spec
+from cormorant.synthetic import generate_day, seed_sqlite
+from cormorant.validation import build_expectations, validate_frame
+from cormorant.warehouse import extract_partition, raw_dataset
+
+DAY = "2024-03-01"
+LATE_SPEC = "include/examples/churn_late.yaml"
+
+
+@pytest.fixture(scope="module")
+def late_spec():
+    from cormorant.config import PROJECT_ROOT
+
+    return load_spec(PROJECT_ROOT / LATE_SPEC)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return generate_day(date.fromisoformat(DAY))
+
+
+def test_the_features_suite_leaves_the_target_to_the_labels_suite(example_spec, frame):
+    columns = {getattr(e, "column", None) for e in build_expectations(example_spec, "features")}
+    assert "churned" not in columns and "usage_gb" in columns
+    labels = {getattr(e, "column", None) for e in build_expectations(example_spec, "labels")}
+    assert labels == {"customer_id", "event_ts", "churned"}
+    no_target = frame.assign(churned=None)  # the outcome is not known yet
+    assert validate_frame(no_target, example_spec, partition=DAY).success
+    assert validate_frame(frame.drop(columns=["churned"]), example_spec, partition=DAY).success
+    result = validate_frame(no_target, example_spec, partition=DAY, suite="labels")
+    assert [(f["expectation"], f["column"]) for f in result.failures] == [
+        ("expect_column_values_to_not_be_null", "churned")
+    ]
+
+
+def test_late_labels_need_keys_to_be_joined(late_spec):
+    raw = late_spec.model_dump(by_alias=True)
+    raw["source"]["key_columns"] = []
+    raw["validation"]["columns"].pop("customer_id")
+    import yaml
+
+    with pytest.raises(ValueError, match="joined to the features by source.key_columns"):
+        parse_spec(yaml.safe_dump(raw), "churn_late.yaml")
+
+
+def _commit_features(spec, lake, frame):
+    from cormorant.warehouse import conform, lake_schema, spec_types
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema = lake_schema(table.schema, spec_types(spec))
+    batches = [conform(b, schema) for b in table.to_batches()]
+    return lake.write_partition(raw_dataset(spec), DAY, batches, schema=schema)
+
+
+def test_inline_labels_are_taken_from_the_feature_commit(example_spec, lake, frame):
+    with pytest.raises(LabelsNotLanded):
+        require_labels(example_spec, lake, DAY)
+    _commit_features(example_spec, lake, frame)
+    labels_from_features(example_spec, lake, DAY)
+    with pytest.raises(PartitionNotValidated, match="not validated yet") as pending:
+        require_labels(example_spec, lake, DAY)
+    assert pending.value.retryable
+    result, _ = validate_labels(example_spec, lake, DAY)
+    assert result.success, result.failures
+    assert require_labels(example_spec, lake, DAY).row_count == len(frame)
+    _commit_features(example_spec, lake, frame.iloc[1:])  # re-ingested: the labels are stale
+    with pytest.raises(PartitionNotValidated, match="earlier commit of the features") as stale:
+        require_labels(example_spec, lake, DAY)
+    assert stale.value.retryable
+
+
+def test_late_labels_are_extracted_joined_by_key_and_unknown_rows_left_out(late_spec, lake, tmp_path, caplog):
+    db = tmp_path / "warehouse.db"
+    seed_sqlite(db, [date.fromisoformat(DAY)], labels_table="churn_labels")
+    with sqlite3.connect(db) as conn:  # a third of the outcomes are not known yet
+        conn.execute("DELETE FROM churn_labels WHERE customer_id % 3 = 0")
+        known = conn.execute("SELECT count(*) FROM churn_labels").fetchone()[0]
+        features = conn.execute("SELECT count(*) FROM customer_activity").fetchone()[0]
+    connect = lambda: sqlite3.connect(db)  # noqa: E731
+    extract_partition(connect, late_spec, DAY, lake)
+    assert "churned" not in {f["name"] for f in lake.require(raw_dataset(late_spec), DAY).schema}
+    manifest = extract_labels(connect, late_spec, DAY, lake)
+    assert manifest.row_count == known < features
+    assert validate_labels(late_spec, lake, DAY)[0].success
+    with caplog.at_level("INFO", logger="cormorant.labels"):
+        table = training_table(late_spec, lake, DAY)
+    assert table.num_rows == known
+    assert f"{features - known} of {features} rows have no known label yet" in caplog.text
+    # the labels joined are the ones the label table holds for those keys
+    with sqlite3.connect(db) as conn:
+        truth = dict(conn.execute("SELECT customer_id, churned FROM churn_labels").fetchall())
+    pairs = zip(table.column("customer_id").to_pylist(), table.column("churned").to_pylist(), strict=True)
+    assert all(truth[k] == v for k, v in pairs)
+    # and a re-extraction of the same day gives the same content
+    assert extract_labels(connect, late_spec, DAY, lake).content_hash == manifest.content_hash
+
+
+def test_a_label_source_without_the_target_is_named(late_spec, lake, tmp_path):
+    db = tmp_path / "warehouse.db"
+    seed_sqlite(db, [date.fromisoformat(DAY)], labels_table="churn_labels")
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE churn_labels RENAME COLUMN churned TO has_churned")
+    with pytest.raises(
+        LabelSourceError, match="target.column: column 'churned' .*did you mean 'has_churned'"
+    ):
+        extract_labels(lambda: sqlite3.connect(db), late_spec, DAY, lake)
+    assert lake.manifest(labels_dataset(late_spec), DAY) is None
+
+
+def test_realized_metrics_and_the_verdict(example_spec):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 1000)
+    good = np.clip(y * 0.6 + rng.random(1000) * 0.4, 0, 1)
+    metrics = realized_metrics(example_spec, y, good)
+    assert metrics["roc_auc"] > 0.9 and 0 <= metrics["brier"] < 0.25
+    assert {"log_loss", "precision", "recall", "f1", "accuracy"} <= set(metrics)
+    assert realized_metrics(example_spec, np.zeros(10), np.full(10, 0.2))["roc_auc"] is None  # one class
+    ok = judge(example_spec, 0.80, 0.82, labeled_rows=500)
+    assert ok["verdict"] == "ok" and not ok["retrain"]
+    bad = judge(example_spec, 0.60, 0.82, labeled_rows=500)
+    assert bad["verdict"] == "degraded" and bad["retrain"] and "max_relative_drop=10%" in bad["why"]
+    few = judge(example_spec, 0.10, 0.82, labeled_rows=5)
+    assert few["verdict"] == "not judged" and "min_labeled_rows=100" in few["why"]
+    absolute = example_spec.model_copy(
+        update={
+            "performance": example_spec.performance.model_copy(
+                update={"max_drop": 0.01, "max_relative_drop": None}
+            )
+        }
+    )
+    assert judge(absolute, 0.80, 0.82, labeled_rows=500)["verdict"] == "degraded"
+
+
+def test_for_an_error_metric_a_rise_is_the_drop(example_spec):
+    regression = example_spec.model_copy(
+        update={
+            "target": example_spec.target.model_copy(update={"task": "regression"}),
+            "training": example_spec.training.model_copy(update={"metric": "rmse"}),
+        }
+    )
+    assert judge(regression, 1.3, 1.0, labeled_rows=500)["verdict"] == "degraded"
+    assert judge(regression, 0.9, 1.0, labeled_rows=500)["verdict"] == "ok"
