@@ -151,6 +151,20 @@ def test_scored_before_labels_exist_then_measured_when_they_land(env, capfd):
     again = runner.run("performance", D5)
     assert again.retrain_signalled
     _assert_kept_in_mlflow_against_the_version(env, report)
+    _assert_the_summary_shows_it(env)
+
+
+def _assert_the_summary_shows_it(env) -> None:
+    from cormorant.spec import load_spec
+    from cormorant.summary import format_summary, pipeline_summary
+
+    settings = env["settings"]
+    summary = pipeline_summary(load_spec(settings.specs_dir / f"{SPEC}.yaml"), env["lake"], settings)
+    rows = {p["partition"]: p for p in summary["partitions"]}
+    assert (rows[D5]["labels"], rows[D5]["predicted_by"], rows[D5]["drift"]) == ("passed", "1", "stable")
+    assert rows[D5]["performance"] == "degraded" and rows[D5]["realized_metric"] < 0.5
+    assert rows[D4]["performance"] == "ok"
+    assert f"{rows[D5]['realized_metric']:.4f} degraded" in format_summary(summary)
 
 
 def _assert_retrain_event_names_the_signal(day: str) -> None:
