@@ -18,6 +18,15 @@ PG_DSN = "host=127.0.0.1 port=5432 user=postgres"
 E2E_TIMEOUT_S = 300
 
 
+def pg_connection(database: str) -> str:
+    """An ``AIRFLOW_CONN_*`` value (JSON) for a database on the local PostgreSQL server."""
+    import json
+
+    return json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": database}
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

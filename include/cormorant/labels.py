@@ -147,12 +147,11 @@ def extract_labels(
     lineage: dict[str, Any] | None = None,
 ) -> Manifest:
     """Read one day of labels from the label source and commit them (atomically) to the lake."""
-    from cormorant.warehouse import conform, cursor_batches, lake_schema, partition_bounds
+    from cormorant.warehouse import conform, cursor_batches, day_params, lake_schema
 
     fast = dialect == "postgres"
     query = build_label_query(spec, "%s" if fast else placeholder)
-    start, end = partition_bounds(partition, spec.source.timezone)
-    params = (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S"))
+    params = day_params(spec, partition)
     relation, _ = label_relation(spec)
     conn = connect()
     batches = None

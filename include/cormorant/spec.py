@@ -88,10 +88,26 @@ def _identifier(value: str, *, qualified: bool = False) -> str:
     return value
 
 
-class SourceSpec(_Strict):
-    conn_id: str = "cormorant_warehouse"
+class _TableOrSql(_Strict):
+    """A relation given as exactly one of a table name or a SQL query."""
+
     table: str | None = None
     sql: str | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        return None if v is None else _identifier(v, qualified=True)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _TableOrSql:
+        if (self.table is None) == (self.sql is None):
+            raise ValueError("give exactly one of 'table' or 'sql'")
+        return self
+
+
+class SourceSpec(_TableOrSql):
+    conn_id: str = "cormorant_warehouse"
     partition_column: str
     key_columns: list[str] = Field(default_factory=list)
     # strict: any change of the source's columns fails ingest; additive: new columns are accepted.
@@ -111,11 +127,6 @@ class SourceSpec(_Strict):
             raise ValueError(f"{v!r} is not an IANA time zone (such as 'UTC' or 'America/New_York')") from e
         return v
 
-    @field_validator("table")
-    @classmethod
-    def _table(cls, v: str | None) -> str | None:
-        return None if v is None else _identifier(v, qualified=True)
-
     @field_validator("partition_column")
     @classmethod
     def _partition_column(cls, v: str) -> str:
@@ -125,12 +136,6 @@ class SourceSpec(_Strict):
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
         return [_identifier(c) for c in v]
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SourceSpec:
-        if (self.table is None) == (self.sql is None):
-            raise ValueError("give exactly one of 'table' or 'sql'")
-        return self
 
 
 class FeaturesSpec(_Strict):
@@ -152,31 +157,18 @@ class FeaturesSpec(_Strict):
         return self
 
 
-class LabelSourceSpec(_Strict):
+class LabelSourceSpec(_TableOrSql):
     """Where labels come from when they are not in the feature source: a table or SQL with the spec's
     ``source.key_columns``, its partition column (the instant of the feature row a label belongs to) and
     the target column."""
 
     conn_id: str | None = None  # default: source.conn_id
-    table: str | None = None
-    sql: str | None = None
     partition_column: str | None = None  # default: source.partition_column
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, v: str | None) -> str | None:
-        return None if v is None else _identifier(v, qualified=True)
 
     @field_validator("partition_column")
     @classmethod
     def _partition_column(cls, v: str | None) -> str | None:
         return None if v is None else _identifier(v)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> LabelSourceSpec:
-        if (self.table is None) == (self.sql is None):
-            raise ValueError("give exactly one of 'table' or 'sql'")
-        return self
 
 
 class TargetSpec(_Strict):

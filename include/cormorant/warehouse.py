@@ -48,6 +48,12 @@ def partition_bounds(partition: str, timezone: str = "UTC") -> tuple[datetime, d
     return utc_midnight(day), utc_midnight(day + timedelta(days=1))
 
 
+def day_params(spec: ModelSpec, partition: str) -> tuple[str, str]:
+    """The bounds of a day as the extract queries' two parameters (UTC timestamps as text)."""
+    start, end = partition_bounds(partition, spec.source.timezone)
+    return start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def source_relation(spec: ModelSpec) -> str:
     """The spec's table, or its SQL as a derived table."""
     return spec.source.table or f"({spec.source.sql}) AS cormorant_source"
@@ -257,8 +263,7 @@ def extract_partition(
     """
     fast = dialect == "postgres"
     query = build_extract_query(spec, "%s" if fast else placeholder)
-    start, end = partition_bounds(partition, spec.source.timezone)
-    params = (start.strftime("%Y-%m-%d %H:%M:%S"), end.strftime("%Y-%m-%d %H:%M:%S"))
+    params = day_params(spec, partition)
     began = time.monotonic()
     conn = connect()
     batches: Generator[pa.RecordBatch] | None = None

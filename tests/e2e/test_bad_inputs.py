@@ -10,12 +10,11 @@ own.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 
 import pytest
-from support import PG_DSN, scratch_database
+from support import PG_DSN, pg_connection, scratch_database
 
 from cormorant.config import PROJECT_ROOT, Settings
 from cormorant.inference import predictions_dataset
@@ -73,18 +72,7 @@ def env(airflow_db, tmp_path_factory):
         cur = conn.cursor()
         cur.execute("ALTER TABLE customer_activity ALTER COLUMN churned DROP NOT NULL")
         conn.commit()
-        mp.setenv(
-            "AIRFLOW_CONN_BADIN_WAREHOUSE",
-            json.dumps(
-                {
-                    "conn_type": "postgres",
-                    "host": "127.0.0.1",
-                    "port": 5432,
-                    "login": "postgres",
-                    "schema": database,
-                }
-            ),
-        )
+        mp.setenv("AIRFLOW_CONN_BADIN_WAREHOUSE", pg_connection(database))
         mp.setenv("CORMORANT_SPECS_DIR", str(specs))
         runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=SPEC)
         for day in (D1, D2, D3):

@@ -10,12 +10,11 @@ collapses, so the performance check (and only it) signals retraining.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 
 import pytest
-from support import PG_DSN, scratch_database
+from support import PG_DSN, pg_connection, scratch_database
 
 from cormorant.config import PROJECT_ROOT, Settings
 from cormorant.lake import Lake
@@ -49,18 +48,7 @@ def env(airflow_db, tmp_path_factory):
         conn = psycopg2.connect(f"{PG_DSN} dbname={database}")
         # Features of every day; no outcome has arrived yet.
         seed_postgres(conn, DAYS, labels_table="churn_labels", label_days=[], concept_days=SHIFTED)
-        mp.setenv(
-            "AIRFLOW_CONN_LATELAB_WAREHOUSE",
-            json.dumps(
-                {
-                    "conn_type": "postgres",
-                    "host": "127.0.0.1",
-                    "port": 5432,
-                    "login": "postgres",
-                    "schema": database,
-                }
-            ),
-        )
+        mp.setenv("AIRFLOW_CONN_LATELAB_WAREHOUSE", pg_connection(database))
         mp.setenv("CORMORANT_SPECS_DIR", str(specs))
         runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=SPEC)
         settings = Settings.from_env()

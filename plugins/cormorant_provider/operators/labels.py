@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cormorant_provider.operators.base import CormorantOperator, fails_fast
+from cormorant_provider.operators.validation import DataValidationOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -63,7 +64,7 @@ class LandLabelsOperator(CormorantOperator):
         return refs
 
 
-class LabelValidationOperator(CormorantOperator):
+class LabelValidationOperator(DataValidationOperator):
     """Gate the run's day(s) of labels with the spec's labels suite (the target's nulls, range and
     values): a failure fails the task at once, naming each failed expectation, and keeps the day out of
     training and performance monitoring. Emits the ``labels`` asset for the days that passed."""
@@ -73,24 +74,8 @@ class LabelValidationOperator(CormorantOperator):
 
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from cormorant.errors import CormorantError
         from cormorant.labels import validate_labels
-        from cormorant.validation import DataValidationError
 
-        refs, failed = [], []
-        for partition in self.partitions(context):
-            result, uri = validate_labels(self.spec, self.lake, partition)
-            self.log.info(
-                "Labels of %s: %s (%d expectations); report at %s",
-                partition,
-                "passed" if result.success else "FAILED",
-                result.evaluated,
-                uri,
-            )
-            refs.append({"partition": partition, "success": result.success, "report_uri": uri})
-            if not result.success:
-                failed.append(DataValidationError(result))
-        if failed:
-            raise failed[0] if len(failed) == 1 else CormorantError("\n\n".join(map(str, failed)))
-        self.emit(context, partitions=[r["partition"] for r in refs])
-        return refs
+        return self.gate(
+            context, lambda partition: validate_labels(self.spec, self.lake, partition), "Labels of"
+        )

@@ -22,23 +22,33 @@ class DataValidationOperator(CormorantOperator):
 
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from cormorant.errors import CormorantError
         from cormorant.validation import (
-            DataValidationError,
             validate_frame,
             validation_frame,
             validation_report_key,
         )
         from cormorant.warehouse import raw_dataset
 
-        refs, failed = [], []
-        for partition in self.partitions(context):
+        def validate(partition: str) -> tuple[Any, str]:
             manifest = self.lake.require(raw_dataset(self.spec), partition)
             frame = validation_frame(self.lake.read(raw_dataset(self.spec), partition))
             result = validate_frame(frame, self.spec, partition=partition, content_hash=manifest.content_hash)
-            uri = self.lake.write_json(validation_report_key(self.spec, partition), result.to_dict())
+            return result, self.lake.write_json(validation_report_key(self.spec, partition), result.to_dict())
+
+        return self.gate(context, validate, "Validation of")
+
+    def gate(self, context: Context, validate: Any, what: str) -> list[dict[str, Any]]:
+        """``validate(partition) -> (result, report URI)`` for each of the run's partitions; fails naming
+        every failed partition with every failed expectation, else emits the outlet with the partitions."""
+        from cormorant.errors import CormorantError
+        from cormorant.validation import DataValidationError
+
+        refs, failed = [], []
+        for partition in self.partitions(context):
+            result, uri = validate(partition)
             self.log.info(
-                "Validation of %s: %s (%d expectations); report at %s",
+                "%s %s: %s (%d expectations); report at %s",
+                what,
                 partition,
                 "passed" if result.success else "FAILED",
                 result.evaluated,
