@@ -121,6 +121,23 @@ def judge(
     }
 
 
+def degradation_bound(spec: ModelSpec, holdout: float) -> float | None:
+    """The value of the metric beyond which a day is degraded, for a model with this holdout value."""
+    rules = spec.performance
+    sign = -1.0 if spec.metric_higher_is_better else 1.0
+    bounds = [
+        holdout + sign * drop
+        for drop in (
+            rules.max_drop,
+            None if rules.max_relative_drop is None else rules.max_relative_drop * abs(holdout),
+        )
+        if drop is not None
+    ]
+    if not bounds:
+        return None
+    return max(bounds) if spec.metric_higher_is_better else min(bounds)
+
+
 def scored_labels(spec: ModelSpec, lake: Lake, partition: str) -> tuple[pa.Table, dict[str, Any]]:
     """The day's predictions with their labels (rows without a known label left out) and what was
     joined: ``{predictions_rows, labeled_rows, model, predictions_hash, labels_hash}``.
@@ -259,9 +276,20 @@ def render_png(spec: ModelSpec, report: dict[str, Any], history: list[dict[str, 
         holdout = next((h["holdout"] for h in rows if h["holdout"] is not None), None)
         if holdout is not None:
             ax.axhline(holdout, color=color, linestyle="--", linewidth=1, label=f"v{version} holdout")
+            bound = degradation_bound(spec, holdout)
+            if bound is not None:
+                ax.axhline(bound, color=color, linestyle=":", linewidth=1, label=f"v{version} bound")
         bad = [(d, h["realized"]) for d, h in zip(days, rows, strict=True) if h["verdict"] == "degraded"]
         if bad:
             ax.scatter(*zip(*bad, strict=True), s=90, facecolors="none", edgecolors="#c0392b", linewidths=2)
+    from datetime import timedelta
+
+    import matplotlib.dates as mdates
+
+    days = [date.fromisoformat(h["partition"]) for h in history] or [date.fromisoformat(report["partition"])]
+    ax.set_xlim(min(days) - timedelta(days=1), max(days) + timedelta(days=1))
+    ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, (max(days) - min(days)).days // 10)))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     ax.set_ylabel(metric)
     ax.set_title(f"{spec.name} · realized {metric} by day (circled: degraded) · {report['partition']}")
     ax.legend(fontsize=7, loc="best")
