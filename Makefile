@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 	bash scripts/ensure_chromium.sh
 	$(PY) -m ruff check dags plugins include scripts tests
 	$(PY) -m pytest
+
+## Run every benchmark (quick sizes; ARGS=--full for the full ones); see docs/benchmarks.md.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt -c constraints.txt
+	$(PY) scripts/bench.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check dags plugins include scripts tests

@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "include")]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
 TABLE = "bench_events"
 QUERY = f"SELECT * FROM {TABLE} WHERE event_ts >= '2024-03-01 00:00:00' AND event_ts < '2024-03-02 00:00:00'"
@@ -145,7 +143,7 @@ def run_method(method: str, dsn: str, memory_limit_gb: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--host", default="127.0.0.1")
@@ -156,10 +154,10 @@ def main() -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.dsn, Path(args.tmp))))
-        return 0
+        sys.exit(0)
 
     import psycopg2
 
@@ -194,19 +192,9 @@ def main() -> int:
 
     table = render(results)
     print("\n" + table)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    machine = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-    }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"extract-{stamp}.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
-    (out / f"extract-{stamp}.md").write_text(f"Machine: {machine}\n\n{table}\n")
-    print(f"\nKept in benchmarks/results/extract-{stamp}.json and .md")
-    return 0
+    from bench_common import keep
+
+    return keep("extract", results, table)
 
 
 def render(results: list[dict]) -> str:
@@ -229,4 +217,4 @@ def render(results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -50,6 +50,43 @@ def onnx_feed(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, np.ndarray]:
     return feed
 
 
+def arrow_feed(batch: Any, spec: ModelSpec) -> dict[str, np.ndarray]:
+    """:func:`onnx_feed` straight from an Arrow record batch or table (the lake's types: float64
+    numbers, string categories), with no pandas frame between: the same tensors, value for value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    feed: dict[str, np.ndarray] = {}
+    names = set(batch.schema.names)
+    missing = [c for c in spec.feature_columns if c not in names]
+    if missing:
+        raise KeyError(f"spec {spec.name!r}: feature column(s) {missing} are missing from the data")
+    for column in spec.features.numeric:
+        values = pc.cast(batch.column(column), pa.float32())
+        values = pc.fill_null(values, pa.scalar(np.nan, pa.float32()))
+        feed[column] = values.to_numpy(zero_copy_only=False).reshape(-1, 1)
+    for column in spec.features.categorical:
+        feed[column] = _category_tensor(batch.column(column)).reshape(-1, 1)
+    return feed
+
+
+def _category_tensor(values: Any) -> np.ndarray:
+    """A string column as a numpy unicode array (null -> ""), converting each distinct value once:
+    dictionary-encode, convert the (few) words, then index them; categories repeat, rows do not."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not pa.types.is_dictionary(values.type):
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            values = pc.cast(values, pa.string())
+        values = pc.dictionary_encode(values)
+    words = np.append(values.dictionary.to_numpy(zero_copy_only=False).astype(str), MISSING_CATEGORY)
+    indices = pc.fill_null(values.indices, len(words) - 1).to_numpy(zero_copy_only=False)
+    return words.astype(str)[indices]
+
+
 def build_preprocessor(spec: ModelSpec) -> Any:
     """An unfitted ColumnTransformer producing the dense float matrix every model family trains on."""
     from sklearn.compose import ColumnTransformer

@@ -95,6 +95,45 @@ def require_scorable(spec: ModelSpec, lake: Lake, partition: str) -> Manifest:
     return require_validated(spec, lake, partition)[0]
 
 
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, produced by a background thread up to ``depth`` ahead (its errors re-raised here)."""
+    import queue
+    import threading
+
+    done = object()
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put((done, None))
+        except BaseException as e:  # handed to the consumer
+            buffer.put((done, e))
+
+    worker = threading.Thread(target=produce, name="cormorant-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def predict_partition(
     spec: ModelSpec,
     lake: Lake,
@@ -112,7 +151,7 @@ def predict_partition(
     import numpy as np
 
     from cormorant.export import onnx_scores, onnx_session
-    from cormorant.features import onnx_feed
+    from cormorant.features import arrow_feed
     from cormorant.warehouse import raw_dataset
 
     raw = raw_dataset(spec)
@@ -128,16 +167,21 @@ def predict_partition(
             f"{spec.name!r} needs for inference"
         )
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def fed() -> Iterator[tuple[pa.RecordBatch, dict[str, Any]]]:
+        # Arrow to ONNX Runtime tensors directly: no pandas frame, each category converted once.
         for batch in lake.iter_batches(raw, partition, batch_size=batch_size, columns=columns):
-            frame = batch.to_pandas()
-            scores = onnx_scores(session, onnx_feed(frame, spec)) if len(frame) else np.empty(0)
+            yield batch, arrow_feed(batch, spec)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        # The next batch is read and converted while ONNX Runtime scores this one (it releases the GIL).
+        for batch, feed in prefetched(fed()):
+            scores = onnx_scores(session, feed) if batch.num_rows else np.empty(0)
             arrays = {c: batch.column(c) for c in passthrough}
             arrays["score"] = pa.array(scores, type=pa.float64())
             if spec.is_classification:
                 arrays["label"] = pa.array((scores >= 0.5).astype("int64"), type=pa.int64())
-            arrays["model_name"] = pa.array([model["name"]] * len(frame), type=pa.string())
-            arrays["model_version"] = pa.array([model["version"]] * len(frame), type=pa.string())
+            arrays["model_name"] = pa.repeat(pa.scalar(model["name"], pa.string()), batch.num_rows)
+            arrays["model_version"] = pa.repeat(pa.scalar(model["version"], pa.string()), batch.num_rows)
             yield pa.RecordBatch.from_pydict(arrays)
 
     out = lake.write_partition(

@@ -219,3 +219,48 @@ def test_trial_cache_key_changes_with_data_params_and_trainer_inputs(example_spe
         {"holdout_partitions": ["2024-03-03"]},
     ):
         assert trial_cache_key(example_spec, {**trial, **change}) != key
+
+
+def test_the_arrow_feed_is_the_pandas_feed_value_for_value(example_spec):
+    """Inference builds ONNX Runtime's tensors from Arrow batches; they must equal the ones training and
+    export use (nulls, NaN, unknown and missing categories included), so scores stay identical."""
+    import pyarrow as pa
+
+    from cormorant.features import arrow_feed
+    from cormorant.warehouse import conform, lake_schema, spec_types
+
+    frame = generate_day(date(2024, 3, 1))
+    frame.loc[0, "monthly_charges"] = float("nan")
+    frame.loc[1, "contract_type"] = "lifetime"  # a category unseen in training
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema = lake_schema(table.schema, spec_types(example_spec))
+    typed = pa.Table.from_batches([conform(b, schema) for b in table.to_batches()])
+    ours, theirs = arrow_feed(typed, example_spec), onnx_feed(typed.to_pandas(), example_spec)
+    assert ours.keys() == theirs.keys()
+    for column, values in theirs.items():
+        assert ours[column].dtype == values.dtype and ours[column].shape == values.shape, column
+        if values.dtype.kind == "f":
+            assert np.array_equal(ours[column], values, equal_nan=True), column
+        else:
+            assert (ours[column] == values).all(), column
+    assert np.isnan(ours["usage_gb"]).sum() == frame["usage_gb"].isna().sum() > 0
+    assert (ours["region"] == MISSING_CATEGORY).sum() == frame["region"].isna().sum() > 0
+
+
+def test_prefetched_keeps_order_hands_over_errors_and_stops_when_the_consumer_does():
+    import threading
+
+    from cormorant.inference import prefetched
+
+    assert list(prefetched(iter(range(100)))) == list(range(100))
+
+    def broken():
+        yield 1
+        raise OSError("lake read failed")
+
+    with pytest.raises(OSError, match="lake read failed"):
+        list(prefetched(broken()))
+    endless = prefetched(iter(int, 1))  # never ends by itself
+    assert next(endless) == 0
+    endless.close()  # the consumer stops (a failed write): the producer thread ends too
+    assert not [t for t in threading.enumerate() if t.name == "cormorant-prefetch"]

@@ -1,0 +1,74 @@
+"""``make bench``: every benchmark, each figure a ratio against an anchor measured in the same run.
+
+    make bench                       # quick sizes (1M rows)
+    make bench ARGS=--full           # the full sizes (10M extraction, 5M inference and validation)
+    .venv/bin/python scripts/bench.py --only inference validation
+
+Each benchmark keeps its JSON and Markdown in ``benchmarks/results/``; this command also keeps the
+combined run there (``bench-<timestamp>.{json,md}``) and writes it into ``docs/benchmarks.md`` between
+the ``latest-run`` markers, so the figures the docs show are those of the latest recorded run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+SIZES = {
+    "extract": {"quick": ["1000000"], "full": ["1000000", "10000000"]},
+    "inference": {"quick": ["1000000"], "full": ["1000000", "5000000"]},
+    "validation": {"quick": ["1000000"], "full": ["1000000", "5000000"]},
+}
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import benchmark_extract
+    import benchmark_inference
+    import benchmark_validation
+    from bench_common import keep, machine
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="the full sizes")
+    parser.add_argument("--only", nargs="+", choices=sorted(SIZES), default=sorted(SIZES))
+    args = parser.parse_args(argv)
+    size = "full" if args.full else "quick"
+    modules = {
+        "extract": benchmark_extract,
+        "inference": benchmark_inference,
+        "validation": benchmark_validation,
+    }
+    kept = {}
+    began = time.perf_counter()
+    for name in ("extract", "inference", "validation"):
+        if name in args.only:
+            print(f"\n== {name} ({size}) ==", flush=True)
+            kept[name] = modules[name].main(["--rows", *SIZES[name][size]])
+    command = "make bench" + (" ARGS=--full" if args.full else "")
+    sections = [
+        f"Command: `{command}`; run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
+        f"{time.perf_counter() - began:.0f}s on {machine()}.",
+        *(
+            f"### {name}\n\n{k['table']}\n\n(`benchmarks/results/{name}-{k['at']}.json`)"
+            for name, k in kept.items()
+        ),
+    ]
+    text = "\n\n".join(sections)
+    keep("bench", [{"benchmark": n, "at": k["at"]} for n, k in kept.items()], text)
+    doc = DOC.read_text()
+    if START in doc and END in doc:
+        doc = re.sub(f"{re.escape(START)}.*?{re.escape(END)}", f"{START}\n{text}\n{END}", doc, flags=re.S)
+        DOC.write_text(doc)
+        print(f"docs/benchmarks.md: the latest run written between the {START} markers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

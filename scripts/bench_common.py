@@ -1,0 +1,32 @@
+"""What every benchmark shares: the machine it ran on, and keeping its results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def keep(name: str, results: list[dict[str, Any]], table: str) -> dict[str, Any]:
+    """Append ``<name>-<timestamp>.json`` and ``.md`` to benchmarks/results; returns what was kept."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = {"benchmark": name, "at": stamp, "machine": machine(), "results": results, "table": table}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps(kept, indent=2, default=str))
+    (RESULTS / f"{name}-{stamp}.md").write_text(f"Machine: {kept['machine']}\n\n{table}\n")
+    print(f"\nKept in benchmarks/results/{name}-{stamp}.json and .md", flush=True)
+    return kept

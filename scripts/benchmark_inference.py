@@ -1,0 +1,279 @@
+"""Benchmark: batch inference (read a lake partition, score it, write the predictions), Cormorant's path
+against the same model scored natively and through ONNX Runtime directly.
+
+    .venv/bin/python scripts/benchmark_inference.py --rows 1000000 5000000 [--families xgboost mlp linear]
+
+For each family it trains one model on 20k rows of the example churn data (the spec's preprocessing and
+the family's defaults) and exports it to ONNX as a trial does. For each size it commits a partition of
+that many rows to a scratch lake, then measures, each in a fresh process (imports before the clock), so
+peak RSS is its own:
+
+- ``cormorant``: :func:`cormorant.inference.predict_partition` (read + score + write, committed)
+- ``native``: the family's own predictor with the same fitted preprocessing (scikit-learn's
+  ColumnTransformer, then ``Booster.inplace_predict`` for XGBoost, the torch module or the scikit-learn
+  model), over the whole partition, predictions written to Parquet
+- ``onnxruntime``: the same ONNX model through ``InferenceSession.run`` on the whole partition, written
+
+It prints rows/s, peak RSS and the ratio against ``native`` measured in the same run, checks that
+Cormorant's scores equal ONNX Runtime's on the same model (max |difference|), and keeps the results in
+``benchmarks/results/inference-<timestamp>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+METHODS = ("native", "onnxruntime", "cormorant")
+DAY = "2024-03-01"
+
+
+def _spec():
+    from cormorant.spec import load_spec
+
+    return load_spec(ROOT / "include" / "specs" / "churn.yaml")
+
+
+def _frame(rows: int):
+    """``rows`` rows shaped like the example's: days of the generator, tiled, with fresh keys."""
+    from datetime import date, timedelta
+
+    import numpy as np
+    import pandas as pd
+
+    from cormorant.synthetic import generate_day
+
+    base = pd.concat(
+        [generate_day(date(2024, 1, 1) + timedelta(days=i)) for i in range(40)], ignore_index=True
+    )
+    reps = -(-rows // len(base))
+    frame = pd.concat([base] * reps, ignore_index=True).iloc[:rows].copy()
+    frame["customer_id"] = np.arange(rows, dtype="int64")
+    frame["event_ts"] = pd.Timestamp(DAY, tz="UTC") + pd.to_timedelta(np.arange(rows) % 86_400, unit="s")
+    return frame
+
+
+def setup(work: Path, rows: list[int], families: list[str]) -> None:
+    """Models (ONNX as an MLflow model, and the native objects pickled) and one lake partition per size."""
+    import mlflow.onnx
+    import pyarrow as pa
+
+    from cormorant import families as fam
+    from cormorant.export import export_model
+    from cormorant.features import FittedPreprocessor, target_vector
+    from cormorant.lake import Lake
+    from cormorant.validation import validation_report_key
+    from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
+
+    spec = _spec()
+    train = _frame(20_000)
+    pre = FittedPreprocessor(spec, train)
+    X = pre.transform(train)
+    params = {"xgboost": {"n_estimators": 100, "max_depth": 6}, "mlp": {"epochs": 3}, "linear": {}}
+    for family in families:
+        trained = fam.fit(family, X, target_vector(train, spec), params[family], classification=True, seed=0)
+        mlflow.onnx.save_model(export_model(pre, trained, spec, X.shape[1]), work / f"model-{family}")
+        with open(work / f"native-{family}.pkl", "wb") as f:
+            pickle.dump({"preprocessor": pre.sklearn, "trained": trained}, f)
+    for n in rows:
+        lake = Lake(work / f"lake-{n}")
+        table = pa.Table.from_pandas(_frame(n), preserve_index=False)
+        schema = lake_schema(table.schema, spec_types(spec))
+        manifest = lake.write_partition(
+            raw_dataset(spec), DAY, (conform(b, schema) for b in table.to_batches(131_072)), schema=schema
+        )
+        # the benchmark scores data it generated; its validation verdict is recorded as a pass
+        lake.write_json(
+            validation_report_key(spec, DAY), {"success": True, "content_hash": manifest.content_hash}
+        )
+
+
+def _native_scores(family: str, trained, matrix):
+    import numpy as np
+
+    model = trained.model
+    if family == "xgboost":
+        return np.asarray(model.get_booster().inplace_predict(matrix))
+    from cormorant import families as fam
+
+    return fam.predict_score(trained, matrix)
+
+
+def worker(method: str, family: str, rows: int, work: Path) -> dict:
+    """One method, in this process; returns rows, seconds, peak RSS."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cormorant.export import onnx_scores, onnx_session
+    from cormorant.features import model_frame, onnx_feed
+    from cormorant.inference import predict_partition, predictions_dataset
+    from cormorant.lake import Lake
+    from cormorant.warehouse import raw_dataset
+
+    spec = _spec()
+    lake = Lake(work / f"lake-{rows}")
+    columns = [*spec.source.key_columns, spec.source.partition_column, *spec.feature_columns]
+    import mlflow.onnx
+    import sklearn  # noqa: F401
+    import torch  # noqa: F401
+    import xgboost  # noqa: F401
+
+    out = work / f"out-{method}-{family}-{rows}.parquet"
+    started = time.perf_counter()  # every method loads its model on the clock, as a batch job does
+    if method == "native":
+        with open(work / f"native-{family}.pkl", "rb") as f:
+            native = pickle.load(f)
+    elif method == "onnxruntime":
+        session = onnx_session(mlflow.onnx.load_model(str(work / f"model-{family}")))
+    if method == "cormorant":
+        model = {"name": "bench", "version": "1", "run_id": "bench", "uri": str(work / f"model-{family}")}
+        manifest = predict_partition(spec, lake, DAY, model)
+        scores = lake.read(predictions_dataset(spec), DAY, columns=["score"]).column("score")
+        seconds = time.perf_counter() - started
+        pq.write_table(pa.table({"score": scores}), out)
+        n = manifest.row_count
+    else:
+        frame = lake.read(raw_dataset(spec), DAY, columns=columns).to_pandas()
+        if method == "native":
+            matrix = native["preprocessor"].transform(model_frame(frame, spec)).astype(np.float32)
+            scores = _native_scores(family, native["trained"], matrix)
+        else:
+            scores = onnx_scores(session, onnx_feed(frame, spec))
+        table = pa.table({c: frame[c] for c in [*spec.source.key_columns, spec.source.partition_column]})
+        pq.write_table(table.append_column("score", pa.array(scores, type=pa.float64())), out)
+        seconds = time.perf_counter() - started
+        n = len(frame)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "method": method,
+        "family": family,
+        "rows": n,
+        "seconds": seconds,
+        "rows_per_s": n / seconds,
+        "peak_rss_mb": peak,
+    }
+
+
+def run(method: str, family: str, rows: int, work: Path) -> dict:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            method,
+            "--family",
+            family,
+            "--work",
+            str(work),
+            "--rows",
+            str(rows),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        return {
+            "method": method,
+            "family": family,
+            "error": (proc.stderr.strip().splitlines() or ["failed"])[-1],
+        }
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def parity(work: Path, family: str, rows: int) -> float:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    ours = pq.read_table(work / f"out-cormorant-{family}-{rows}.parquet").column("score").to_numpy()
+    theirs = pq.read_table(work / f"out-onnxruntime-{family}-{rows}.parquet").column("score").to_numpy()
+    return float(np.max(np.abs(ours - theirs)))
+
+
+def render(results: list[dict]) -> str:
+    lines = [
+        "| family | rows | method | rows/s | seconds | peak RSS (MB) | vs native |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(
+                f"| {r['family']} | {r['rows_requested']:,} | {r['method']} | – | – | – | {r['error']} |"
+            )
+            continue
+        base = next(
+            (
+                x
+                for x in results
+                if x.get("method") == "native"
+                and x["family"] == r["family"]
+                and x["rows_requested"] == r["rows_requested"]
+                and "error" not in x
+            ),
+            None,
+        )
+        ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else "–"
+        name = f"**{r['method']}**" if r["method"] == "cormorant" else r["method"]
+        lines.append(
+            f"| {r['family']} | {r['rows_requested']:,} | {name} | {r['rows_per_s']:,.0f} | "
+            f"{r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--families", nargs="+", default=["xgboost", "mlp", "linear"])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--family", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.family, args.rows[0], Path(args.work))))
+        sys.exit(0)
+    from bench_common import keep
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cormorant-bench-inference-") as tmp:
+        work = Path(tmp)
+        began = time.perf_counter()
+        setup(work, args.rows, args.families)
+        print(f"models trained and partitions written in {time.perf_counter() - began:.0f}s", flush=True)
+        for n in args.rows:
+            for family in args.families:
+                for method in METHODS:
+                    result = {"rows_requested": n, **run(method, family, n, work)}
+                    results.append(result)
+                    if "error" in result:
+                        print(f"  {family:<8} {n:>10,} {method:<12} failed: {result['error']}", flush=True)
+                    else:
+                        print(
+                            f"  {family:<8} {n:>10,} {method:<12} {result['rows_per_s']:>10,.0f} rows/s "
+                            f"{result['seconds']:>6.2f}s  peak RSS {result['peak_rss_mb']:>6.0f} MB",
+                            flush=True,
+                        )
+                if all("error" not in r for r in results[-len(METHODS) :]):
+                    diff = parity(work, family, n)
+                    results[-1]["max_abs_diff_vs_onnxruntime"] = diff
+                    print(
+                        f"  {family:<8} {n:>10,} scores: max |cormorant - onnxruntime| = {diff:.2e}",
+                        flush=True,
+                    )
+    table = render(results)
+    print("\n" + table)
+    return keep("inference", results, table)
+
+
+if __name__ == "__main__":
+    main()

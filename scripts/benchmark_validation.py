@@ -1,0 +1,224 @@
+"""Benchmark: the spec's features suite on one lake partition, Cormorant's Great Expectations run
+against the same rules written by hand in plain pandas and in pyarrow.
+
+    .venv/bin/python scripts/benchmark_validation.py --rows 1000000
+
+For each size it commits a partition shaped like the example's (nulls included) to a scratch lake,
+then measures, each in a fresh process, from reading the partition to the verdict:
+
+- ``cormorant``: what the validate DAG runs (read, :func:`cormorant.validation.validate_frame` with the
+  spec's expectations, the report's failures); its fixed start-up (imports and the first, empty run)
+  is measured apart
+- ``pandas`` and ``pyarrow``: every expectation of the same suite evaluated directly
+
+It prints seconds, peak RSS and the ratio against ``pandas``, and keeps the results in
+``benchmarks/results/validation-<timestamp>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+METHODS = ("pyarrow", "pandas", "cormorant")
+DAY = "2024-03-01"
+
+
+def _kind(expectation) -> str:
+    return type(expectation).__name__
+
+
+def _pandas(frame, expectations) -> int:
+    """Failed expectations of the suite, by hand in pandas."""
+    failed = 0
+    for e in expectations:
+        kind = _kind(e)
+        if kind == "ExpectTableRowCountToBeBetween":
+            failed += len(frame) < e.min_value
+        elif kind == "ExpectColumnToExist":
+            failed += e.column not in frame.columns
+        elif kind == "ExpectColumnValuesToBeUnique":
+            failed += bool(frame[e.column].dropna().duplicated().any())
+        elif kind == "ExpectColumnValuesToNotBeNull":
+            failed += frame[e.column].notna().mean() < (e.mostly or 1.0)
+        elif kind == "ExpectColumnValuesToBeBetween":
+            values = frame[e.column].dropna()
+            bad = (values < e.min_value) if e.min_value is not None else values != values
+            if e.max_value is not None:
+                bad |= values > e.max_value
+            failed += bool(bad.any()) or bool(values.isna().any())
+        elif kind == "ExpectColumnValuesToBeInSet":
+            failed += bool((~frame[e.column].dropna().isin(e.value_set)).any())
+    return int(failed)
+
+
+def _pyarrow(table, expectations) -> int:
+    """The same, in pyarrow compute."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    failed = 0
+    for e in expectations:
+        kind = _kind(e)
+        column = table.column(e.column) if getattr(e, "column", None) in table.column_names else None
+        if kind == "ExpectTableRowCountToBeBetween":
+            failed += table.num_rows < e.min_value
+        elif kind == "ExpectColumnToExist":
+            failed += column is None
+        elif kind == "ExpectColumnValuesToBeUnique":
+            failed += pc.count_distinct(column).as_py() != len(column) - column.null_count
+        elif kind == "ExpectColumnValuesToNotBeNull":
+            failed += (1 - column.null_count / max(len(column), 1)) < (e.mostly or 1.0)
+        elif kind == "ExpectColumnValuesToBeBetween":
+            low = pc.min_max(column)
+            bad = (e.min_value is not None and low["min"].as_py() < e.min_value) or (
+                e.max_value is not None and low["max"].as_py() > e.max_value
+            )
+            nan = pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py()
+            failed += bool(bad or nan)
+        elif kind == "ExpectColumnValuesToBeInSet":
+            present = pc.drop_null(column)
+            failed += pc.any(pc.invert(pc.is_in(present, value_set=pa.array(e.value_set)))).as_py() or 0
+    return int(failed)
+
+
+def setup(work: Path, rows: list[int]) -> None:
+    import pyarrow as pa
+    from benchmark_inference import _frame, _spec
+
+    from cormorant.lake import Lake
+    from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
+
+    spec = _spec()
+    for n in rows:
+        table = pa.Table.from_pandas(_frame(n), preserve_index=False)
+        schema = lake_schema(table.schema, spec_types(spec))
+        Lake(work / f"lake-{n}").write_partition(
+            raw_dataset(spec), DAY, (conform(b, schema) for b in table.to_batches(131_072)), schema=schema
+        )
+
+
+def worker(method: str, rows: int, work: Path) -> dict:
+    from benchmark_inference import _spec
+
+    from cormorant.lake import Lake
+    from cormorant.validation import build_expectations, validate_frame, validation_frame
+    from cormorant.warehouse import raw_dataset
+
+    spec = _spec()
+    lake = Lake(work / f"lake-{rows}")
+    expectations = build_expectations(spec, "features")
+    startup = None
+    if method == "cormorant":  # the fixed start-up: imports and one run on an empty frame
+        began = time.perf_counter()
+        empty = validation_frame(lake.read(raw_dataset(spec), DAY).slice(0, 0))
+        validate_frame(empty, spec, partition=DAY)
+        startup = time.perf_counter() - began
+    started = time.perf_counter()
+    table = lake.read(raw_dataset(spec), DAY)
+    if method == "cormorant":
+        result = validate_frame(validation_frame(table), spec, partition=DAY)
+        failed, evaluated = len(result.failures), result.evaluated
+    elif method == "pandas":
+        failed, evaluated = _pandas(validation_frame(table), expectations), len(expectations)
+    else:
+        failed, evaluated = _pyarrow(table, expectations), len(expectations)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "method": method,
+        "rows": table.num_rows,
+        "seconds": seconds,
+        "startup_seconds": startup,
+        "expectations": evaluated,
+        "failed": failed,
+        "peak_rss_mb": peak,
+        "partition_mb": table.nbytes / 2**20,
+    }
+
+
+def run(method: str, rows: int, work: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", method, "--work", str(work), "--rows", str(rows)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        return {"method": method, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def render(results: list[dict]) -> str:
+    lines = [
+        "| rows | method | seconds | fixed start-up (s) | expectations (failed) | peak RSS (MB) | "
+        "partition in memory (MB) | vs pandas |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['rows_requested']:,} | {r['method']} | – | – | – | – | – | {r['error']} |")
+            continue
+        base = next(
+            (
+                x
+                for x in results
+                if x.get("method") == "pandas"
+                and x["rows_requested"] == r["rows_requested"]
+                and "error" not in x
+            ),
+            None,
+        )
+        ratio = f"{r['seconds'] / base['seconds']:.1f}x the time" if base else "–"
+        startup = "–" if r["startup_seconds"] is None else f"{r['startup_seconds']:.1f}"
+        name = f"**{r['method']}**" if r["method"] == "cormorant" else r["method"]
+        lines.append(
+            f"| {r['rows_requested']:,} | {name} | {r['seconds']:.2f} | {startup} | "
+            f"{r['expectations']} ({r['failed']}) | {r['peak_rss_mb']:.0f} | {r['partition_mb']:.0f} | "
+            f"{ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.rows[0], Path(args.work))))
+        sys.exit(0)
+    from bench_common import keep
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cormorant-bench-validation-") as tmp:
+        work = Path(tmp)
+        setup(work, args.rows)
+        for n in args.rows:
+            for method in METHODS:
+                result = {"rows_requested": n, **run(method, n, work)}
+                results.append(result)
+                if "error" in result:
+                    print(f"  {n:>10,} {method:<10} failed: {result['error']}", flush=True)
+                else:
+                    print(
+                        f"  {n:>10,} {method:<10} {result['seconds']:>6.2f}s  {result['expectations']} "
+                        f"expectations, {result['failed']} failed  peak RSS {result['peak_rss_mb']:>6.0f} MB",
+                        flush=True,
+                    )
+    table = render(results)
+    print("\n" + table)
+    return keep("validation", results, table)
+
+
+if __name__ == "__main__":
+    main()
