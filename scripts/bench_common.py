@@ -21,6 +21,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM``, which starts afresh at exec. (``ru_maxrss``
+    does not: a worker forked from a parent holding gigabytes would report the parent's pages.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def keep(name: str, results: list[dict[str, Any]], table: str) -> dict[str, Any]:
     """Append ``<name>-<timestamp>.json`` and ``.md`` to benchmarks/results; returns what was kept."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

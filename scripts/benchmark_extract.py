@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
+from bench_common import peak_rss_mb  # noqa: E402
+
 TABLE = "bench_events"
 QUERY = f"SELECT * FROM {TABLE} WHERE event_ts >= '2024-03-01 00:00:00' AND event_ts < '2024-03-02 00:00:00'"
 CREATE = f"""
@@ -116,7 +118,7 @@ def worker(method: str, dsn: str, out_dir: Path) -> dict:
         pq.write_table(table, out_dir / "cx.parquet", compression="zstd")
         rows = table.num_rows
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    peak = peak_rss_mb()
     return {
         "method": method,
         "rows": rows,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+from bench_common import peak_rss_mb  # noqa: E402
 
 METHODS = ("native", "onnxruntime", "cormorant")
 DAY = "2024-03-01"
@@ -154,7 +155,7 @@ def worker(method: str, family: str, rows: int, work: Path) -> dict:
         pq.write_table(table.append_column("score", pa.array(scores, type=pa.float64())), out)
         seconds = time.perf_counter() - started
         n = len(frame)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {
         "method": method,
         "family": family,

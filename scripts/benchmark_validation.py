@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+from bench_common import peak_rss_mb  # noqa: E402
 
 METHODS = ("pyarrow", "pandas", "cormorant")
 DAY = "2024-03-01"
@@ -133,7 +134,7 @@ def worker(method: str, rows: int, work: Path) -> dict:
     else:
         failed, evaluated = _pyarrow(table, expectations), len(expectations)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {
         "method": method,
         "rows": table.num_rows,

@@ -29,6 +29,7 @@ EPSILON = 1e-4
 SAMPLE_SIZE = 5_000
 SCORE = "__score__"
 MAX_CATEGORIES = 20  # the report's bar pairs show the most frequent categories
+NULL = "<null>"  # how a missing category is counted
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = EPSILON) -> float:
@@ -56,7 +57,7 @@ def binned_fractions(values: np.ndarray, edges: list[float]) -> list[float]:
 
 
 def category_fractions(values: pd.Series) -> dict[str, float]:
-    counts = values.astype(object).where(values.notna(), "<null>").astype(str).value_counts(normalize=True)
+    counts = values.astype(object).where(values.notna(), NULL).astype(str).value_counts(normalize=True)
     return {str(k): float(v) for k, v in counts.items()}
 
 
@@ -103,45 +104,142 @@ def build_reference(
     }
 
 
-def _compare_numeric(ref: dict[str, Any], values: np.ndarray) -> dict[str, Any]:
-    from scipy import stats
+# scipy's ks_2samp is exact up to this many values per sample, asymptotic beyond (method="auto")
+KS_EXACT_MAX = 10_000
 
-    current = binned_fractions(values, ref["edges"])
-    result: dict[str, Any] = {
-        "psi": psi(ref["fractions"], current),
-        # bins: < edges[0], [edges[i], edges[i+1]), >= edges[-1], then missing values
-        "distribution": {"edges": ref["edges"], "reference": ref["fractions"], "current": current},
+
+class NumericDrift:
+    """One numeric column's drift against its reference profile, fed batch by batch in bounded memory.
+
+    Bin counts accumulate per batch. For the KS test the values themselves are kept only while they
+    are few enough for scipy's exact test (which is then run on them, as before); beyond that, counts of
+    values at or below and below each reference sample point are enough for the exact KS statistic,
+    and its p-value is scipy's asymptotic one: the same numbers as ``scipy.stats.ks_2samp`` on the
+    whole column.
+    """
+
+    def __init__(self, ref: dict[str, Any]):
+        self.ref = ref
+        self.edges = np.asarray(ref["edges"], dtype="float64")
+        self.counts = np.zeros(len(self.edges) + 2)  # the bins, then missing values
+        self.sample = np.sort(np.asarray(ref["sample"], dtype="float64"))
+        self.points = np.unique(self.sample)
+        self.at_or_below = np.zeros(len(self.points), dtype="int64")
+        self.below = np.zeros(len(self.points), dtype="int64")
+        self.kept: list[np.ndarray] | None = []
+        self.present = 0
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype="float64")
+        missing = np.isnan(values)
+        present = values[~missing]
+        bins = np.searchsorted(self.edges, present, side="right")
+        self.counts[:-1] += np.bincount(bins, minlength=len(self.edges) + 1)
+        self.counts[-1] += missing.sum()
+        self.present += len(present)
+        if self.kept is not None:
+            self.kept.append(present)
+            if self.present <= KS_EXACT_MAX:
+                return
+            present, self.kept = np.concatenate(self.kept), None
+        self._count(present)
+
+    def _count(self, present: np.ndarray) -> None:
+        # sorting the batch and placing the (few) points in it is ten times faster than placing each
+        # value among the points
+        ordered = np.sort(present)
+        self.at_or_below += np.searchsorted(ordered, self.points, side="right")
+        self.below += np.searchsorted(ordered, self.points, side="left")
+
+    def _ks(self) -> tuple[float | None, float | None]:
+        from scipy import stats
+
+        if not self.present or not len(self.sample):
+            return None, None
+        if self.kept is not None:  # few values: scipy's own test on them
+            ks = stats.ks_2samp(self.sample, np.concatenate(self.kept))
+            return float(ks.statistic), float(ks.pvalue)
+        n1, n2 = len(self.sample), self.present
+        reference = np.searchsorted(self.sample, self.points, side="right") / n1
+        before = np.concatenate([[0.0], reference[:-1]])  # the reference CDF just below each point
+        d = max(
+            float(np.max(np.abs(reference - self.at_or_below / n2))),
+            float(np.max(np.abs(before - self.below / n2))),
+        )
+        m, n = sorted([float(n1), float(n2)], reverse=True)
+        pvalue = float(np.clip(stats.distributions.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
+        return d, pvalue
+
+    def result(self) -> dict[str, Any]:
+        current = (self.counts / max(self.counts.sum(), 1)).tolist()
+        statistic, pvalue = self._ks()
+        return {
+            "psi": psi(self.ref["fractions"], current),
+            # bins: < edges[0], [edges[i], edges[i+1]), >= edges[-1], then missing values
+            "distribution": {
+                "edges": self.ref["edges"],
+                "reference": self.ref["fractions"],
+                "current": current,
+            },
+            "ks_statistic": statistic,
+            "ks_pvalue": pvalue,
+        }
+
+
+class CategoricalDrift:
+    """One categorical column's drift: category counts accumulated batch by batch."""
+
+    def __init__(self, ref: dict[str, Any]):
+        self.ref = ref
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: Any) -> None:
+        """``values``: a pandas Series or an Arrow array of the batch."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            if not pa.types.is_string(values.type):
+                values = pc.cast(values, pa.string())
+            for row in pc.value_counts(pc.fill_null(values, NULL)).to_pylist():
+                self.counts[row["values"]] = self.counts.get(row["values"], 0) + row["counts"]
+            return
+        for key, count in (
+            values.astype(object).where(values.notna(), NULL).astype(str).value_counts().items()
+        ):
+            self.counts[str(key)] = self.counts.get(str(key), 0) + int(count)
+
+    def result(self) -> dict[str, Any]:
+        total = sum(self.counts.values())
+        current = {k: v / total for k, v in self.counts.items()} if total else {}
+        ref = self.ref["fractions"]
+        keys = sorted(set(ref) | set(current))
+        new = sorted(set(current) - set(ref))
+        new_fraction = float(sum(current[k] for k in new))
+        shown = sorted(keys, key=lambda k: -max(ref.get(k, 0.0), current.get(k, 0.0)))[:MAX_CATEGORIES]
+        return {
+            "psi": psi([ref.get(k, 0.0) for k in keys], [current.get(k, 0.0) for k in keys]),
+            "ks_statistic": None,
+            "ks_pvalue": None,
+            "new_categories": new,
+            "new_category_rows": int(sum(self.counts[k] for k in new)),
+            "new_category_fraction": new_fraction,
+            "distribution": {
+                "categories": shown,
+                "reference": [ref.get(k, 0.0) for k in shown],
+                "current": [current.get(k, 0.0) for k in shown],
+            },
+        }
+
+
+def drift_states(reference: dict[str, Any]) -> dict[str, NumericDrift | CategoricalDrift]:
+    """A fresh accumulator per feature of the reference, and one for the score (key ``SCORE``)."""
+    states: dict[str, NumericDrift | CategoricalDrift] = {
+        column: NumericDrift(ref) if ref["kind"] == "numeric" else CategoricalDrift(ref)
+        for column, ref in reference["features"].items()
     }
-    present = values[~np.isnan(values)]
-    if len(present) and ref["sample"]:
-        ks = stats.ks_2samp(ref["sample"], present)
-        result.update(ks_statistic=float(ks.statistic), ks_pvalue=float(ks.pvalue))
-    else:
-        result.update(ks_statistic=None, ks_pvalue=None)
-    return result
-
-
-def _compare_categorical(ref: dict[str, Any], values: pd.Series) -> dict[str, Any]:
-    current = category_fractions(values)
-    keys = sorted(set(ref["fractions"]) | set(current))
-    new = sorted(set(current) - set(ref["fractions"]))
-    new_fraction = float(sum(current[k] for k in new))
-    shown = sorted(keys, key=lambda k: -max(ref["fractions"].get(k, 0.0), current.get(k, 0.0)))[
-        :MAX_CATEGORIES
-    ]
-    return {
-        "psi": psi([ref["fractions"].get(k, 0.0) for k in keys], [current.get(k, 0.0) for k in keys]),
-        "ks_statistic": None,
-        "ks_pvalue": None,
-        "new_categories": new,
-        "new_category_rows": int(round(new_fraction * len(values))),
-        "new_category_fraction": new_fraction,
-        "distribution": {
-            "categories": shown,
-            "reference": [ref["fractions"].get(k, 0.0) for k in shown],
-            "current": [current.get(k, 0.0) for k in shown],
-        },
-    }
+    states[SCORE] = NumericDrift(reference["score"])
+    return states
 
 
 def compare(
@@ -154,14 +252,29 @@ def compare(
     model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The drift report of one partition: per-feature and score statistics and the verdict."""
-    th = spec.drift
-    rows: dict[str, dict[str, Any]] = {}
-    for column, ref in reference["features"].items():
-        if ref["kind"] == "numeric":
-            rows[column] = _compare_numeric(ref, pd.to_numeric(frame[column]).to_numpy("float64"))
+    states = drift_states(reference)
+    for column, state in states.items():
+        if column == SCORE:
+            state.add(np.asarray(scores, dtype="float64"))
+        elif isinstance(state, NumericDrift):
+            state.add(pd.to_numeric(frame[column]).to_numpy("float64"))
         else:
-            rows[column] = _compare_categorical(ref, frame[column])
-    rows[SCORE] = _compare_numeric(reference["score"], np.asarray(scores, dtype="float64"))
+            state.add(frame[column])
+    return verdict(reference, states, len(frame), spec, partition=partition, model=model)
+
+
+def verdict(
+    reference: dict[str, Any],
+    states: dict[str, NumericDrift | CategoricalDrift],
+    rows_seen: int,
+    spec: ModelSpec,
+    *,
+    partition: str,
+    model: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The drift report from the accumulated states: per-column statistics, thresholds and verdict."""
+    th = spec.drift
+    rows = {column: state.result() for column, state in states.items()}
     for column, stats_ in rows.items():
         psi_threshold, ks_threshold = th.thresholds(None if column == SCORE else column)
         by_psi = stats_["psi"] > psi_threshold
@@ -175,7 +288,7 @@ def compare(
     return {
         "spec": spec.name,
         "partition": partition,
-        "rows": len(frame),
+        "rows": rows_seen,
         "reference_rows": reference["rows"],
         "model": model or {},
         "thresholds": {
@@ -290,6 +403,43 @@ def render_html(
     )
 
 
+def stream_compare(
+    reference: dict[str, Any],
+    lake: Any,
+    spec: ModelSpec,
+    partition: str,
+    *,
+    model: dict[str, Any] | None = None,
+    batch_size: int = 262_144,
+) -> dict[str, Any]:
+    """:func:`compare` over the committed partition and its predictions, read in record batches: memory
+    is bounded by the batch size, not the partition (the same report as reading them whole)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from cormorant.inference import predictions_dataset
+    from cormorant.warehouse import raw_dataset
+
+    states = drift_states(reference)
+    rows = 0
+    columns = [c for c in reference["features"] if c in spec.feature_columns]
+    for batch in lake.iter_batches(raw_dataset(spec), partition, batch_size=batch_size, columns=columns):
+        rows += batch.num_rows
+        for column in columns:
+            state, values = states[column], batch.column(column)
+            if isinstance(state, NumericDrift):
+                numbers = pc.fill_null(pc.cast(values, pa.float64()), np.nan)
+                state.add(numbers.to_numpy(zero_copy_only=False))
+            else:
+                state.add(values)
+    for batch in lake.iter_batches(
+        predictions_dataset(spec), partition, batch_size=batch_size, columns=["score"]
+    ):
+        scores = pc.fill_null(pc.cast(batch.column("score"), pa.float64()), np.nan)
+        states[SCORE].add(scores.to_numpy(zero_copy_only=False))
+    return verdict(reference, states, rows, spec, partition=partition, model=model)
+
+
 def drift_report_prefix(spec: ModelSpec, partition: str) -> str:
     return f"{spec.name}/reports/drift/ds={partition}"
 
@@ -307,7 +457,6 @@ def check_partition(spec: ModelSpec, lake: Any, partition: str, settings: Any) -
     from cormorant.errors import PartitionNotValidated
     from cormorant.inference import predictions_dataset, require_scorable
     from cormorant.tracking import configure
-    from cormorant.warehouse import raw_dataset
 
     raw = require_scorable(spec, lake, partition)
     predictions = lake.require(predictions_dataset(spec), partition)
@@ -322,14 +471,11 @@ def check_partition(spec: ModelSpec, lake: Any, partition: str, settings: Any) -
         raise ValueError(f"predictions {spec.name}/ds={partition} do not record the model that made them")
     configure(settings)
     reference = mlflow.artifacts.load_dict(f"runs:/{model['run_id']}/reference.json")
-    frame = lake.read(raw_dataset(spec), partition, columns=spec.feature_columns).to_pandas()
-    scores = lake.read(predictions_dataset(spec), partition, columns=["score"]).column("score").to_numpy()
-    report = compare(
+    report = stream_compare(
         reference,
-        frame,
-        scores,
+        lake,
         spec,
-        partition=partition,
+        partition,
         model={k: model.get(k) for k in ("name", "version", "run_id")},
     )
     prefix = drift_report_prefix(spec, partition)

@@ -538,7 +538,14 @@ class Lake:
         files = self._consistent(dataset, partition, open_files)
         try:
             for f in files:
-                yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+                # One row group at a time: asked for the whole file, the reader pre-buffers every row
+                # group's columns before the first batch (the file's size in memory); per row group it
+                # still coalesces each group's reads (what S3 wants) and memory stays one group.
+                parquet = pq.ParquetFile(f)
+                for group in range(parquet.num_row_groups):
+                    yield from parquet.iter_batches(
+                        batch_size=batch_size, row_groups=[group], columns=columns
+                    )
         finally:
             for f in files:
                 f.close()

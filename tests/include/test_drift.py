@@ -4,6 +4,7 @@ import math
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cormorant.drift import (
@@ -179,3 +180,63 @@ def test_drift_settings_must_name_features(example_spec):
         SpecError, match=r"drift.exclude names columns that are not features: \['day_of_week'\]"
     ):
         parse_spec(yaml.safe_dump(raw), "churn.yaml")
+
+
+def test_streamed_numeric_drift_equals_scipy_on_the_whole_column():
+    """Beyond scipy's exact-test size, the KS statistic comes from counts at the reference points; it
+    must equal ks_2samp's on the whole column, ties and missing values included, batch by batch."""
+    from scipy import stats
+
+    from cormorant.drift import KS_EXACT_MAX, NumericDrift, binned_fractions, build_reference
+
+    rng = np.random.default_rng(5)
+    reference_values = rng.normal(0, 1, 20_000).round(2)  # rounded: many ties
+    ref = build_reference(pd.DataFrame({"x": reference_values}), np.zeros(1), _one_numeric_spec(), seed=1)[
+        "features"
+    ]["x"]
+    for size in (KS_EXACT_MAX // 2, 3 * KS_EXACT_MAX + 17):
+        current = rng.normal(0.05, 1.1, size).round(2)
+        current[::97] = np.nan
+        state = NumericDrift(ref)
+        for chunk in np.array_split(current, 7):
+            state.add(chunk)
+        got = state.result()
+        expected = stats.ks_2samp(ref["sample"], current[~np.isnan(current)])
+        assert got["ks_statistic"] == float(expected.statistic)
+        assert got["ks_pvalue"] == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-300)
+        assert got["distribution"]["current"] == binned_fractions(current, ref["edges"])
+
+
+def _one_numeric_spec():
+    import yaml
+
+    from cormorant.config import PROJECT_ROOT
+    from cormorant.spec import parse_spec
+
+    raw = yaml.safe_load((PROJECT_ROOT / "include" / "specs" / "churn.yaml").read_text())
+    raw["features"] = {"numeric": ["x"], "categorical": []}
+    raw["validation"]["columns"] = {}
+    raw["drift"]["features"] = {}
+    return parse_spec(yaml.safe_dump(raw), "churn.yaml")
+
+
+def test_the_streamed_report_of_a_partition_is_the_whole_frame_report(example_spec, reference, lake):
+    import pyarrow as pa
+
+    from cormorant.drift import compare, stream_compare
+    from cormorant.inference import predictions_dataset
+    from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
+
+    frame = pd.concat([generate_day(date(2024, 3, d), drift=1.0) for d in range(1, 15)], ignore_index=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema = lake_schema(table.schema, spec_types(example_spec))
+    lake.write_partition(
+        raw_dataset(example_spec), "2024-03-01", [conform(b, schema) for b in table.to_batches()]
+    )
+    scores = np.random.default_rng(0).random(len(frame))
+    lake.write_partition(
+        predictions_dataset(example_spec), "2024-03-01", [pa.record_batch({"score": scores})]
+    )
+    whole = compare(reference, frame, scores, example_spec, partition="2024-03-01")
+    streamed = stream_compare(reference, lake, example_spec, "2024-03-01", batch_size=3_000)
+    assert len(frame) > 10_000 and streamed == whole
