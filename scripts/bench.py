@@ -32,6 +32,7 @@ START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
 
 
 def main(argv: list[str] | None = None) -> int:
+    import benchmark_drift
     import benchmark_extract
     import benchmark_inference
     import benchmark_validation
@@ -47,13 +48,20 @@ def main(argv: list[str] | None = None) -> int:
         "extract": benchmark_extract,
         "inference": benchmark_inference,
         "validation": benchmark_validation,
+        "drift": benchmark_drift,
     }
     kept = {}
     began = time.perf_counter()
-    for name in ("extract", "inference", "validation"):
+    for name in ("extract", "inference", "validation", "drift"):
         if name in args.only:
             print(f"\n== {name} ({size}) ==", flush=True)
-            kept[name] = modules[name].main(["--rows", *SIZES[name][size]])
+            extra = ["--features", "10"] if name == "drift" else []
+            kept[name] = modules[name].main(["--rows", *SIZES[name][size], *extra])
+    if args.full and "drift" in args.only:  # the memory target: 10M rows x 30 features, Cormorant alone
+        print("\n== drift memory (full) ==", flush=True)
+        kept["drift-memory"] = benchmark_drift.main(
+            ["--rows", "10000000", "--features", "30", "--methods", "cormorant"]
+        )
     command = "make bench" + (" ARGS=--full" if args.full else "")
     sections = [
         f"Command: `{command}`; run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
