@@ -26,6 +26,7 @@ SIZES = {
     "inference": {"quick": ["1000000"], "full": ["1000000", "5000000"]},
     "validation": {"quick": ["1000000"], "full": ["1000000", "5000000"]},
     "drift": {"quick": ["1000000"], "full": ["1000000"]},
+    "trial": {"quick": [], "full": []},  # one trial per family on three days of the example
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import benchmark_drift
     import benchmark_extract
     import benchmark_inference
+    import benchmark_trial
     import benchmark_validation
     from bench_common import keep, machine
 
@@ -49,14 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         "inference": benchmark_inference,
         "validation": benchmark_validation,
         "drift": benchmark_drift,
+        "trial": benchmark_trial,
     }
     kept = {}
     began = time.perf_counter()
-    for name in ("extract", "inference", "validation", "drift"):
+    for name in ("extract", "inference", "validation", "drift", "trial"):
         if name in args.only:
             print(f"\n== {name} ({size}) ==", flush=True)
             extra = ["--features", "10"] if name == "drift" else []
-            kept[name] = modules[name].main(["--rows", *SIZES[name][size], *extra])
+            rows = ["--rows", *SIZES[name][size]] if SIZES[name][size] else []
+            kept[name] = modules[name].main([*rows, *extra])
     if args.full and "drift" in args.only:  # the memory target: 10M rows x 30 features, Cormorant alone
         print("\n== drift memory (full) ==", flush=True)
         kept["drift-memory"] = benchmark_drift.main(

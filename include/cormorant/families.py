@@ -8,6 +8,7 @@ output, ``score`` [n, 1]; :mod:`cormorant.export` joins it to the preprocessing 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,28 @@ def gpu_available() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:  # pragma: no cover - torch is a runtime requirement
         return False
+
+
+def _nvidia_gpu_present() -> bool:
+    """An NVIDIA GPU this process may use, asked of the driver (no CUDA runtime loaded)."""
+    from pathlib import Path
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def device_for(family: str) -> str:
+    """``cuda`` or ``cpu`` for a trial of ``family``. Only the MLP imports torch to ask (1.3 s of a
+    trial's start-up); XGBoost asks the driver, and the linear baseline runs on the CPU."""
+    if family == "mlp":
+        return "cuda" if gpu_available() else "cpu"
+    if family == "xgboost" and _nvidia_gpu_present():
+        import xgboost
+
+        return "cuda" if xgboost.build_info().get("USE_CUDA") else "cpu"
+    return "cpu"
 
 
 @dataclass

@@ -264,3 +264,18 @@ def test_prefetched_keeps_order_hands_over_errors_and_stops_when_the_consumer_do
     assert next(endless) == 0
     endless.close()  # the consumer stops (a failed write): the producer thread ends too
     assert not [t for t in threading.enumerate() if t.name == "cormorant-prefetch"]
+
+
+def test_only_an_mlp_trial_imports_torch_to_choose_its_device():
+    """torch's import is 1.3 s of a trial's start-up: linear and XGBoost trials choose without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from cormorant.families import device_for; "
+        "print(device_for('linear'), device_for('xgboost'), 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert out[0] == "cpu" and out[1] in ("cpu", "cuda") and out[2] == "False"

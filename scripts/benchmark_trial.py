@@ -1,0 +1,156 @@
+"""Benchmark: one sweep trial's fixed cost, the time it spends beyond fitting and scoring.
+
+    .venv/bin/python scripts/benchmark_trial.py [--families linear xgboost mlp] [--days 3]
+
+Runs the trainer CLI exactly as the local backend and a Kubernetes pod do (``python -m
+cormorant.trainer --spec ... --trial @trial.json``), on ``--days`` days of the example data in a scratch
+lake and MLflow store, one trial per family, each a fresh process. The trainer reports its compute (CV
+fits, the refit, scoring: ``compute_seconds``) and its time inside ``run_trial``; the rest of the
+process's wall time is start-up and imports. The fixed cost is wall time minus compute (target: at
+most 3 s). Results in ``benchmarks/results/trial-<timestamp>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+SPEC = ROOT / "include" / "specs" / "churn.yaml"
+PARAMS = {
+    "linear": {"C": 1.0},
+    "xgboost": {"max_depth": 3, "n_estimators": 60, "learning_rate": 0.1},
+    "mlp": {"hidden_units": 32, "layers": 2, "epochs": 5, "learning_rate": 0.005},
+}
+
+
+def setup(home: Path, days: list[str]) -> None:
+    """The days in a scratch lake, and the MLflow store with the spec's experiment (as after a first
+    sweep: creating the store is a one-off, not a trial's cost)."""
+    import pyarrow as pa
+
+    from cormorant.config import Settings
+    from cormorant.lake import Lake
+    from cormorant.spec import load_spec
+    from cormorant.synthetic import generate_day
+    from cormorant.tracking import ensure_experiment
+    from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
+
+    spec = load_spec(SPEC)
+    lake = Lake(home / "lake")
+    for day in days:
+        table = pa.Table.from_pandas(generate_day(date.fromisoformat(day)), preserve_index=False)
+        schema = lake_schema(table.schema, spec_types(spec))
+        lake.write_partition(
+            raw_dataset(spec), day, [conform(b, schema) for b in table.to_batches()], schema=schema
+        )
+    ensure_experiment(spec, Settings.from_env(_env(home)))
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {
+        "CORMORANT_HOME": str(home),
+        "CORMORANT_LAKE_URI": (home / "lake").as_uri(),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "CORMORANT_MLFLOW_ARTIFACT_URI": (home / "artifacts").as_uri(),
+    }
+
+
+def run(family: str, home: Path, days: list[str]) -> dict:
+    from cormorant.trainer import Trial
+
+    trial = Trial(
+        trial_id=f"{family}-0",
+        family=family,
+        params=PARAMS[family],
+        train_partitions=days[:-1],
+        holdout_partitions=days[-1:],
+        folds=3,
+        seed=7,
+        sweep_key="bench",
+    )
+    (home / f"{family}.json").write_text(json.dumps(asdict(trial)))
+    env = {**os.environ, **_env(home), "PYTHONPATH": str(ROOT / "include")}
+    out = home / f"{family}-result.json"
+    command = [
+        sys.executable,
+        "-m",
+        "cormorant.trainer",
+        "--spec",
+        str(SPEC),
+        "--trial",
+        f"@{home / f'{family}.json'}",
+    ]
+    started = time.perf_counter()
+    proc = subprocess.run([*command, "--output", str(out)], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        return {"family": family, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    result = json.loads(out.read_text())
+    return {
+        "family": family,
+        "wall_seconds": wall,
+        "in_trainer_seconds": result["seconds"],
+        "compute_seconds": result["compute_seconds"],
+        "startup_seconds": wall - result["seconds"],
+        "fixed_seconds": wall - result["compute_seconds"],
+    }
+
+
+def render(results: list[dict]) -> str:
+    lines = [
+        "| family | wall (s) | compute: fit + score (s) | start-up and imports (s) | fixed cost (s) "
+        "| vs 3 s target |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['family']} | – | – | – | – | {r['error']} |")
+            continue
+        lines.append(
+            f"| {r['family']} | {r['wall_seconds']:.1f} | {r['compute_seconds']:.1f} | "
+            f"{r['startup_seconds']:.1f} | **{r['fixed_seconds']:.1f}** | {r['fixed_seconds'] / 3:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=list(PARAMS))
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--rows", help=argparse.SUPPRESS)  # make bench passes sizes; trials use days
+    args = parser.parse_args(argv)
+    from bench_common import keep
+
+    days = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(args.days)]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cormorant-bench-trial-") as tmp:
+        home = Path(tmp)
+        setup(home, days)
+        for family in args.families:
+            result = run(family, home, days)
+            results.append(result)
+            if "error" in result:
+                print(f"  {family:<8} failed: {result['error']}", flush=True)
+            else:
+                print(
+                    f"  {family:<8} wall {result['wall_seconds']:5.1f}s  "
+                    f"compute {result['compute_seconds']:5.1f}s  fixed {result['fixed_seconds']:5.1f}s",
+                    flush=True,
+                )
+    table = render(results)
+    print("\n" + table)
+    return keep("trial", results, table)
+
+
+if __name__ == "__main__":
+    main()
