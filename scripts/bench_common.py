@@ -35,6 +35,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def worker_result(command: list[str], **kwargs: Any) -> dict[str, Any]:
+    """Run a benchmark worker process; its result is the JSON on its last stdout line, or, when it
+    failed, ``{"error": <its last stderr line>}``."""
+    import subprocess
+
+    proc = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def keep(name: str, results: list[dict[str, Any]], table: str) -> dict[str, Any]:
     """Append ``<name>-<timestamp>.json`` and ``.md`` to benchmarks/results; returns what was kept."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

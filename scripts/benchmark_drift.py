@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb  # noqa: E402
+from bench_common import peak_rss_mb, worker_result  # noqa: E402
 
 EVIDENTLY_VENV = ROOT / ".cormorant" / "bench-venvs" / "evidently"
 EVIDENTLY = "evidently==0.7.23"
@@ -166,10 +166,7 @@ def run(method: str, features: int, work: Path) -> dict:
             str(work / "reference.parquet"),
             str(work / "current.parquet"),
         ]
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"method": method, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"method": method, **worker_result(command)}
 
 
 def render(results: list[dict]) -> str:

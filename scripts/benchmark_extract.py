@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb  # noqa: E402
+from bench_common import peak_rss_mb, worker_result  # noqa: E402
 
 TABLE = "bench_events"
 QUERY = f"SELECT * FROM {TABLE} WHERE event_ts >= '2024-03-01 00:00:00' AND event_ts < '2024-03-02 00:00:00'"
@@ -134,15 +133,8 @@ def run_method(method: str, dsn: str, memory_limit_gb: float) -> dict:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-") as tmp:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", method, "--dsn", dsn, "--tmp", tmp],
-            capture_output=True,
-            text=True,
-            preexec_fn=limit,
-        )
-    if proc.returncode != 0:
-        return {"method": method, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        command = [sys.executable, __file__, "--worker", method, "--dsn", dsn, "--tmp", tmp]
+        return {"method": method, **worker_result(command, preexec_fn=limit)}
 
 
 def main(argv: list[str] | None = None) -> dict:

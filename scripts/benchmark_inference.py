@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb  # noqa: E402
+from bench_common import peak_rss_mb, worker_result  # noqa: E402
 
 METHODS = ("native", "onnxruntime", "cormorant")
 DAY = "2024-03-01"
@@ -174,29 +173,8 @@ def worker(method: str, family: str, rows: int, work: Path) -> dict:
 
 
 def run(method: str, family: str, rows: int, work: Path) -> dict:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--worker",
-            method,
-            "--family",
-            family,
-            "--work",
-            str(work),
-            "--rows",
-            str(rows),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        return {
-            "method": method,
-            "family": family,
-            "error": (proc.stderr.strip().splitlines() or ["failed"])[-1],
-        }
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    command = [sys.executable, __file__, "--worker", method, "--family", family, "--work", str(work)]
+    return {"method": method, "family": family, **worker_result([*command, "--rows", str(rows)])}
 
 
 def parity(work: Path, family: str, rows: int) -> float:

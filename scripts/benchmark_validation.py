@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb  # noqa: E402
+from bench_common import peak_rss_mb, worker_result  # noqa: E402
 
 METHODS = ("pyarrow", "pandas", "cormorant")
 DAY = "2024-03-01"
@@ -148,14 +147,8 @@ def worker(method: str, rows: int, work: Path) -> dict:
 
 
 def run(method: str, rows: int, work: Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", method, "--work", str(work), "--rows", str(rows)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        return {"method": method, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    command = [sys.executable, __file__, "--worker", method, "--work", str(work), "--rows", str(rows)]
+    return {"method": method, **worker_result(command)}
 
 
 def render(results: list[dict]) -> str:
