@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the full sizes")
     parser.add_argument("--only", nargs="+", choices=sorted(SIZES), default=sorted(SIZES))
     parser.add_argument("--no-docs", action="store_true", help="keep the results, leave the docs as they are")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per method, the median kept (default 3)")
     args = parser.parse_args(argv)
     size = "full" if args.full else "quick"
     modules = {
@@ -60,18 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== {name} ({size}) ==", flush=True)
             extra = ["--features", "10"] if name == "drift" else []
             rows = ["--rows", *SIZES[name][size]] if SIZES[name][size] else []
-            kept[name] = modules[name].main([*rows, *extra])
+            kept[name] = modules[name].main([*rows, *extra, "--repeat", str(args.repeat)])
     if args.full and "drift" in args.only:  # the memory target: 10M rows x 30 features, Cormorant alone
         print("\n== drift memory (full) ==", flush=True)
         kept["drift-memory"] = benchmark_drift.main(
-            ["--rows", "10000000", "--features", "30", "--methods", "cormorant"]
+            ["--rows", "10000000", "--features", "30", "--methods", "cormorant", "--repeat", "1"]
         )
     command = "make bench" + (" ARGS=--full" if args.full else "")
     sections = [
-        f"Command: `{command}`; run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
-        f"{time.perf_counter() - began:.0f}s on {machine()}.",
+        f"Command: `{command}` (each method run {args.repeat} times, the median kept); run "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {time.perf_counter() - began:.0f}s "
+        f"on {machine()}.",
         *(
-            f"### {name}\n\n{k['table']}\n\n(`benchmarks/results/{name}-{k['at']}.json`)"
+            f"### {name}\n\n{k['table']}\n\n(`benchmarks/results/{k['benchmark']}-{k['at']}.json`)"
             for name, k in kept.items()
         ),
     ]

@@ -46,6 +46,20 @@ def worker_result(command: list[str], **kwargs: Any) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict[str, Any]], key: str = "seconds") -> dict[str, Any]:
+    """Of repeated runs of one method, the one with the median ``key`` (the first error, if any run
+    failed), with every run's ``key`` kept beside it: on a busy machine one run is not a figure."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda r: r[key])
+    return {**ordered[(len(ordered) - 1) // 2], f"{key}_runs": [round(r[key], 3) for r in runs]}
+
+
+def add_repeat(parser: Any) -> None:
+    parser.add_argument("--repeat", type=int, default=1, help="runs per method; the median is kept")
+
+
 def keep(name: str, results: list[dict[str, Any]], table: str) -> dict[str, Any]:
     """Append ``<name>-<timestamp>.json`` and ``.md`` to benchmarks/results; returns what was kept."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
 
 EVIDENTLY_VENV = ROOT / ".cormorant" / "bench-venvs" / "evidently"
 EVIDENTLY = "evidently==0.7.23"
@@ -190,6 +190,7 @@ def render(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    add_repeat(parser)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--methods", nargs="+", default=["evidently", "cormorant"])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
             work = Path(tmp)
             setup(work, n, args.features)
             for method in args.methods:
-                result = {"rows_requested": n, "features": args.features, **run(method, args.features, work)}
+                runs = [run(method, args.features, work) for _ in range(args.repeat)]
+                result = {"rows_requested": n, "features": args.features, **median_run(runs)}
                 results.append(result)
                 if "error" in result:
                     print(f"  {n:>11,} x {args.features} {method:<10} failed: {result['error']}", flush=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
 
 TABLE = "bench_events"
 QUERY = f"SELECT * FROM {TABLE} WHERE event_ts >= '2024-03-01 00:00:00' AND event_ts < '2024-03-02 00:00:00'"
@@ -140,6 +140,7 @@ def run_method(method: str, dsn: str, memory_limit_gb: float) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    add_repeat(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default="5432")
     parser.add_argument("--user", default="postgres")
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
                 conn.cursor().execute(f"ANALYZE {TABLE}")
             print(f"\n{n:,} rows x 20 columns loaded in {time.perf_counter() - began:.0f}s", flush=True)
             for method in args.methods:
-                result = {"rows_requested": n, **run_method(method, dsn, args.memory_limit_gb)}
+                runs = [run_method(method, dsn, args.memory_limit_gb) for _ in range(args.repeat)]
+                result = {"rows_requested": n, **median_run(runs)}
                 results.append(result)
                 if "error" in result:
                     print(f"  {method:<13} not run: {result['error']}", flush=True)

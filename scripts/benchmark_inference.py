@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
 
 METHODS = ("native", "onnxruntime", "cormorant")
 DAY = "2024-03-01"
@@ -220,6 +220,7 @@ def render(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    add_repeat(parser)
     parser.add_argument("--families", nargs="+", default=["xgboost", "mlp", "linear"])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
@@ -239,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
         for n in args.rows:
             for family in args.families:
                 for method in METHODS:
-                    result = {"rows_requested": n, **run(method, family, n, work)}
+                    runs = [run(method, family, n, work) for _ in range(args.repeat)]
+                    result = {"rows_requested": n, **median_run(runs)}
                     results.append(result)
                     if "error" in result:
                         print(f"  {family:<8} {n:>10,} {method:<12} failed: {result['error']}", flush=True)

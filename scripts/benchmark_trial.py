@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+from bench_common import add_repeat, median_run  # noqa: E402
+
 SPEC = ROOT / "include" / "specs" / "churn.yaml"
 PARAMS = {
     "linear": {"C": 1.0},
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(PARAMS))
     parser.add_argument("--days", type=int, default=3)
+    add_repeat(parser)
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # make bench passes sizes; trials use days
     args = parser.parse_args(argv)
     from bench_common import keep
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         home = Path(tmp)
         setup(home, days)
         for family in args.families:
-            result = run(family, home, days)
+            result = median_run([run(family, home, days) for _ in range(args.repeat)], key="wall_seconds")
             results.append(result)
             if "error" in result:
                 print(f"  {family:<8} failed: {result['error']}", flush=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
 
 METHODS = ("pyarrow", "pandas", "cormorant")
 DAY = "2024-03-01"
@@ -185,6 +185,7 @@ def render(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    add_repeat(parser)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -199,7 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
         setup(work, args.rows)
         for n in args.rows:
             for method in METHODS:
-                result = {"rows_requested": n, **run(method, n, work)}
+                result = {
+                    "rows_requested": n,
+                    **median_run([run(method, n, work) for _ in range(args.repeat)]),
+                }
                 results.append(result)
                 if "error" in result:
                     print(f"  {n:>10,} {method:<10} failed: {result['error']}", flush=True)
