@@ -305,7 +305,7 @@ def verdict(
     }
 
 
-def _figure_png(fig: Any) -> bytes:
+def figure_png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -315,7 +315,7 @@ def _figure_png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,7 +326,7 @@ def _pyplot() -> Any:
 
 def render_png(report: dict[str, Any]) -> bytes:
     """A bar chart of PSI per feature and for the predictions, each against its own threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     entries = [*report["features"].items(), ("prediction", report["prediction"])]
     names = [n for n, _ in entries]
     values = [s["psi"] for _, s in entries]
@@ -341,7 +341,7 @@ def render_png(report: dict[str, Any]) -> bytes:
     ax.set_xlabel("PSI (dashed: the threshold; grey: excluded)")
     ax.set_title(f"{report['spec']} · {report['partition']} · {report['verdict']}")
     ax.invert_yaxis()
-    return _figure_png(fig)
+    return figure_png(fig)
 
 
 def _bin_labels(edges: list[float]) -> list[str]:
@@ -358,7 +358,7 @@ def render_distributions_png(report: dict[str, Any]) -> bytes | None:
         panels.append(("prediction", report["prediction"]))
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.6 * len(panels)), squeeze=False)
     for ax, (name, stats_) in zip(axes[:, 0], panels, strict=True):
         dist = stats_["distribution"]
@@ -370,10 +370,10 @@ def render_distributions_png(report: dict[str, Any]) -> bytes | None:
         ax.set_ylabel("fraction")
         ax.set_title(f"{name}: PSI {stats_['psi']:.3f} ({', '.join(stats_['reasons'])})", fontsize=9)
         ax.legend(fontsize=7)
-    return _figure_png(fig)
+    return figure_png(fig)
 
 
-def _fmt(value: Any) -> str:
+def fmt_value(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -381,10 +381,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render_html(
-    report: dict[str, Any], png_name: str = "psi.png", distributions_name: str | None = None
-) -> str:
-    """A one-page report a person can read, from the ``drift.html.j2`` template beside this module."""
+def render_template(name: str, **context: Any) -> str:
+    """A report page from a Jinja2 template in ``templates/`` beside this module (autoescaped, strict,
+    with the ``fmt`` filter for numbers)."""
     import jinja2
 
     environment = jinja2.Environment(
@@ -392,9 +391,17 @@ def render_html(
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    environment.filters["fmt"] = _fmt
+    environment.filters["fmt"] = fmt_value
+    return environment.get_template(name).render(**context)
+
+
+def render_html(
+    report: dict[str, Any], png_name: str = "psi.png", distributions_name: str | None = None
+) -> str:
+    """A one-page report a person can read, from the ``drift.html.j2`` template."""
     rows = [*report["features"].items(), ("prediction", report["prediction"])]
-    return environment.get_template("drift.html.j2").render(
+    return render_template(
+        "drift.html.j2",
         report=report,
         rows=rows,
         model=report.get("model") or {},
@@ -420,6 +427,9 @@ def stream_compare(
     from cormorant.inference import predictions_dataset
     from cormorant.warehouse import raw_dataset
 
+    def floats(values: Any) -> np.ndarray:  # null -> NaN, as the reference counted them
+        return pc.fill_null(pc.cast(values, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+
     states = drift_states(reference)
     rows = 0
     columns = [c for c in reference["features"] if c in spec.feature_columns]
@@ -427,16 +437,11 @@ def stream_compare(
         rows += batch.num_rows
         for column in columns:
             state, values = states[column], batch.column(column)
-            if isinstance(state, NumericDrift):
-                numbers = pc.fill_null(pc.cast(values, pa.float64()), np.nan)
-                state.add(numbers.to_numpy(zero_copy_only=False))
-            else:
-                state.add(values)
+            state.add(floats(values) if isinstance(state, NumericDrift) else values)
     for batch in lake.iter_batches(
         predictions_dataset(spec), partition, batch_size=batch_size, columns=["score"]
     ):
-        scores = pc.fill_null(pc.cast(batch.column("score"), pa.float64()), np.nan)
-        states[SCORE].add(scores.to_numpy(zero_copy_only=False))
+        states[SCORE].add(floats(batch.column("score")))
     return verdict(reference, states, rows, spec, partition=partition, model=model)
 
 

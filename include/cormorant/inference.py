@@ -95,43 +95,17 @@ def require_scorable(spec: ModelSpec, lake: Lake, partition: str) -> Manifest:
     return require_validated(spec, lake, partition)[0]
 
 
-def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """``items``, produced by a background thread up to ``depth`` ahead (its errors re-raised here)."""
-    import queue
-    import threading
+def prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """``items``, each produced by a worker thread while the consumer works on the one before (errors
+    are raised here, in order)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     done = object()
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put((done, None))
-        except BaseException as e:  # handed to the consumer
-            buffer.put((done, e))
-
-    worker = threading.Thread(target=produce, name="cormorant-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = buffer.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
+    with ThreadPoolExecutor(1, thread_name_prefix="cormorant-prefetch") as pool:
+        upcoming = pool.submit(next, items, done)
+        while (item := upcoming.result()) is not done:
+            upcoming = pool.submit(next, items, done)
             yield item
-    finally:
-        stop.set()
-        worker.join(timeout=5)
 
 
 def predict_partition(

@@ -18,7 +18,7 @@ performance monitoring joins predictions and labels the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -49,12 +49,10 @@ def label_report_key(spec: ModelSpec, partition: str) -> str:
 
 
 def label_types(spec: ModelSpec) -> dict[str, pa.DataType]:
-    from cormorant.warehouse import TIMESTAMP
+    """The lake's types for the label columns the spec types (the partition column and the target)."""
+    from cormorant.warehouse import spec_types
 
-    return {
-        spec.source.partition_column: TIMESTAMP,
-        spec.target.column: pa.int64() if spec.is_classification else pa.float64(),
-    }
+    return {c: t for c, t in spec_types(spec).items() if c in spec.label_columns}
 
 
 def labels_from_features(
@@ -147,37 +145,21 @@ def extract_labels(
     lineage: dict[str, Any] | None = None,
 ) -> Manifest:
     """Read one day of labels from the label source and commit them (atomically) to the lake."""
-    from cormorant.warehouse import conform, cursor_batches, day_params, lake_schema
+    from cormorant.warehouse import conform, day_params, lake_schema, query_batches, relation_columns
 
-    fast = dialect == "postgres"
-    query = build_label_query(spec, "%s" if fast else placeholder)
+    query = build_label_query(spec, "%s" if dialect == "postgres" else placeholder)
     params = day_params(spec, partition)
     relation, _ = label_relation(spec)
     conn = connect()
     batches = None
     try:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(f"SELECT * FROM {relation} WHERE 1 = 0")
-            check_label_columns(spec, [d[0] for d in cursor.description])
-        finally:
-            cursor.close()
-        if fast:
-            from cormorant.postgres import copy_batches
-
-            source_schema, batches = copy_batches(conn, query, params, block_size=1 << 22)
-        else:
-            source_schema, batches = cursor_batches(conn, query, params, batch_size)
+        check_label_columns(spec, relation_columns(conn, relation))
+        source_schema, batches = query_batches(conn, query, params, dialect=dialect, batch_size=batch_size)
         schema = lake_schema(source_schema, label_types(spec))
-
-        def typed() -> Iterator[pa.RecordBatch]:
-            for batch in batches:
-                yield conform(batch, schema)
-
         manifest = lake.write_partition(
             labels_dataset(spec),
             partition,
-            typed(),
+            (conform(batch, schema) for batch in batches),
             schema=schema,
             partition_column=spec.source.partition_column,
             source={"from": "label_source", "conn_id": label_conn_id(spec), "query": query, "params": params},

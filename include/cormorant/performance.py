@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -260,9 +259,9 @@ def log_to_mlflow(spec: ModelSpec, settings: Any, report: dict[str, Any]) -> str
 
 def render_png(spec: ModelSpec, report: dict[str, Any], history: list[dict[str, Any]]) -> bytes:
     """The realized metric per day (a colour per model version) against each version's holdout."""
-    from cormorant.drift import _figure_png, _pyplot
+    from cormorant.drift import figure_png, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     metric = spec.training.metric
     fig, ax = plt.subplots(figsize=(8, 3.4))
     versions = sorted({str(h["model_version"]) for h in history}, key=lambda v: int(v) if v.isdigit() else 0)
@@ -294,21 +293,13 @@ def render_png(spec: ModelSpec, report: dict[str, Any], history: list[dict[str, 
     ax.set_title(f"{spec.name} · realized {metric} by day (circled: degraded) · {report['partition']}")
     ax.legend(fontsize=7, loc="best")
     fig.autofmt_xdate()
-    return _figure_png(fig)
+    return figure_png(fig)
 
 
 def render_html(report: dict[str, Any], png_name: str = "performance.png") -> str:
-    import jinja2
+    from cormorant.drift import render_template
 
-    from cormorant.drift import _fmt
-
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    environment.filters["fmt"] = _fmt
-    return environment.get_template("performance.html.j2").render(report=report, png_name=png_name)
+    return render_template("performance.html.j2", report=report, png_name=png_name)
 
 
 def check_performance(spec: ModelSpec, lake: Lake, partition: str, settings: Any) -> dict[str, Any]:

@@ -97,21 +97,21 @@ def check_source(conn: Any, spec: ModelSpec, *, sample_rows: int = 10_000) -> So
 def _label_source_problems(conn: Any, spec: ModelSpec) -> list[str]:
     """A separate label source on the same connection: its columns (labels arriving later are not
     sampled: recent days have none by design)."""
+    from cormorant.errors import first_line
     from cormorant.labels import LabelSourceError, check_label_columns, label_conn_id, label_relation
+    from cormorant.warehouse import relation_columns
 
     if spec.target.source is None or label_conn_id(spec) != spec.source.conn_id:
         return []
     relation, _ = label_relation(spec)
-    cursor = conn.cursor()
     try:
-        cursor.execute(f"SELECT * FROM {relation} WHERE 1 = 0")
-        check_label_columns(spec, [d[0] for d in cursor.description])
+        found = relation_columns(conn, relation)
+    except Exception as e:  # a relation that does not exist
+        return [f"target.source {relation}: cannot be read: {first_line(e)}"]
+    try:
+        check_label_columns(spec, found)
     except LabelSourceError as e:
         return str(e).splitlines()[1:]
-    except Exception as e:  # a relation that does not exist
-        return [f"target.source {relation}: cannot be read: {str(e).strip().splitlines()[0]}"]
-    finally:
-        cursor.close()
     return []
 
 

@@ -77,14 +77,31 @@ def build_extract_query(spec: ModelSpec, placeholder: str = "?") -> str:
     )
 
 
-def source_columns(conn: Any, spec: ModelSpec) -> list[str]:
-    """The source's column names, asked of the warehouse without reading a row."""
+def relation_columns(conn: Any, relation: str) -> list[str]:
+    """A table's (or a derived table's) column names, asked of the warehouse without reading a row."""
     cursor = conn.cursor()
     try:
-        cursor.execute(f"SELECT * FROM {source_relation(spec)} WHERE 1 = 0")
+        cursor.execute(f"SELECT * FROM {relation} WHERE 1 = 0")
         return [d[0] for d in cursor.description]
     finally:
         cursor.close()
+
+
+def source_columns(conn: Any, spec: ModelSpec) -> list[str]:
+    """The source's column names."""
+    return relation_columns(conn, source_relation(spec))
+
+
+def query_batches(
+    conn: Any, query: str, params: Sequence[Any], *, dialect: str, batch_size: int
+) -> tuple[pa.Schema, Generator[pa.RecordBatch]]:
+    """A query's schema and record batches: ``COPY ... TO STDOUT`` on PostgreSQL (``query`` uses ``%s``
+    placeholders there), batched cursor reads anywhere else."""
+    if dialect == "postgres":
+        from cormorant.postgres import copy_batches
+
+        return copy_batches(conn, query, params, block_size=max(batch_size * 160, 1 << 20))
+    return cursor_batches(conn, query, params, batch_size)
 
 
 def check_source_columns(spec: ModelSpec, found: Sequence[str]) -> None:
@@ -261,22 +278,14 @@ def extract_partition(
     with ``COPY ... TO STDOUT`` (:mod:`cormorant.postgres`); anything else reads with ``fetchmany``.
     Re-running replaces the partition exactly; any failure leaves the previous commit untouched.
     """
-    fast = dialect == "postgres"
-    query = build_extract_query(spec, "%s" if fast else placeholder)
+    query = build_extract_query(spec, "%s" if dialect == "postgres" else placeholder)
     params = day_params(spec, partition)
     began = time.monotonic()
     conn = connect()
     batches: Generator[pa.RecordBatch] | None = None
     try:
         check_source_columns(spec, source_columns(conn, spec))
-        if fast:
-            from cormorant.postgres import copy_batches
-
-            source_schema, batches = copy_batches(
-                conn, query, params, block_size=max(batch_size * 160, 1 << 20)
-            )
-        else:
-            source_schema, batches = cursor_batches(conn, query, params, batch_size)
+        source_schema, batches = query_batches(conn, query, params, dialect=dialect, batch_size=batch_size)
         check_schema_contract(spec, lake, partition, source_schema)
         schema = lake_schema(source_schema, spec_types(spec))
         counters = {"rows": 0, "bytes": 0, "reported": time.monotonic()}
