@@ -128,10 +128,13 @@ def airflow_stack(
 
 
 def wait_validated(home: Path, partitions: list[str], timeout_s: float = E2E_TIMEOUT_S) -> None:
-    """Validation is triggered by the landed partitions' asset events (one run may carry several)."""
+    """Validation is triggered by the landed partitions' asset events (one run may carry several); its
+    run checks the features and lands and checks the labels in separate tasks: wait for both reports
+    (a sweep started between them waits for the labels, minutes, on its retry policy)."""
     reports = [
-        home / "cormorant" / "lake" / "churn" / "reports" / "validation" / f"ds={p}" / "result.json"
+        home / "cormorant" / "lake" / "churn" / "reports" / suite / f"ds={p}" / "result.json"
         for p in partitions
+        for suite in ("validation", "labels")
     ]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
