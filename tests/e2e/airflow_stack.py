@@ -158,6 +158,32 @@ def manual_runs(stack: dict[str, Any], dag_id: str) -> list[dict[str, Any]]:
     return response.json()["dag_runs"]
 
 
+def stop_nightly_runs(stack: dict[str, Any], dag_id: str, timeout_s: float = E2E_TIMEOUT_S) -> None:
+    """Unpausing starts the nightly run of the latest interval; a train run of today's calendar waits (on
+    its retry policy) for partitions a test never lands and, at one active run per train DAG, holds the
+    test's own runs back. Wait for the scheduler to create it, then mark it failed over REST, as an
+    operator would."""
+    url = f"{stack['url']}/api/v2/dags/{dag_id}/dagRuns"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = requests.get(
+            url, params={"run_type": "scheduled"}, headers=stack["headers"], timeout=E2E_TIMEOUT_S
+        )
+        response.raise_for_status()
+        if runs := response.json()["dag_runs"]:
+            for run in runs:
+                if run["state"] not in ("success", "failed"):
+                    requests.patch(
+                        f"{url}/{run['dag_run_id']}",
+                        json={"state": "failed"},
+                        headers=stack["headers"],
+                        timeout=E2E_TIMEOUT_S,
+                    ).raise_for_status()
+            return
+        time.sleep(1)
+    raise AssertionError(f"the scheduler did not start the nightly run of {dag_id} within {timeout_s}s")
+
+
 def trigger_run(stack: dict[str, Any], dag_id: str, conf: dict[str, Any]) -> str:
     """Create a run over REST with ``conf``; returns its run id."""
     response = requests.post(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from airflow_stack import airflow_stack, manual_runs, wait_validated
+from airflow_stack import airflow_stack, manual_runs, stop_nightly_runs, wait_validated
 from support import E2E_TIMEOUT_S
 
 from cormorant.config import PROJECT_ROOT
@@ -35,6 +35,7 @@ def airflow(tmp_path_factory):
     with airflow_stack(
         home, users={"svc-fraud": PASSWORD}, unpause=tuple(f"churn__{s}" for s in stages)
     ) as stack:
+        stop_nightly_runs(stack, "churn__train")
         yield stack
 
 

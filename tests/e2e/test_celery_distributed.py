@@ -16,7 +16,7 @@ from datetime import date
 import psutil
 import pytest
 import requests
-from airflow_stack import airflow_stack, trigger_run, wait_for_run, wait_validated
+from airflow_stack import airflow_stack, stop_nightly_runs, trigger_run, wait_for_run, wait_validated
 from support import E2E_TIMEOUT_S, scratch_database
 
 from cormorant.lake import Lake
@@ -74,6 +74,7 @@ def test_worker_killed_mid_trial_and_the_pipeline_still_succeeds_once(tmp_path, 
         celery_workers=2,
         extra_env=extra,
     ) as stack:
+        stop_nightly_runs(stack, "churn__train")
         for day in ("2024-03-01", "2024-03-02"):
             run_id = trigger_run(stack, "churn__ingest", {"partition_date": day})
             assert wait_for_run(stack, "churn__ingest", run_id) == "success"
