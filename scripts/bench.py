@@ -27,6 +27,7 @@ SIZES = {
     "validation": {"quick": ["1000000"], "full": ["1000000", "5000000"]},
     "drift": {"quick": ["1000000"], "full": ["1000000"]},
     "trial": {"quick": [], "full": []},  # one trial per family on three days of the example
+    "gpu": {"quick": ["1000000"], "full": ["10000000"]},  # skipped where no NVIDIA GPU is visible
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
@@ -35,6 +36,7 @@ START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
 def main(argv: list[str] | None = None) -> int:
     import benchmark_drift
     import benchmark_extract
+    import benchmark_gpu
     import benchmark_inference
     import benchmark_trial
     import benchmark_validation
@@ -53,15 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         "validation": benchmark_validation,
         "drift": benchmark_drift,
         "trial": benchmark_trial,
+        "gpu": benchmark_gpu,
     }
     kept = {}
     began = time.perf_counter()
-    for name in ("extract", "inference", "validation", "drift", "trial"):
+    for name in ("extract", "inference", "validation", "drift", "trial", "gpu"):
         if name in args.only:
             print(f"\n== {name} ({size}) ==", flush=True)
             extra = ["--features", "10"] if name == "drift" else []
             rows = ["--rows", *SIZES[name][size]] if SIZES[name][size] else []
-            kept[name] = modules[name].main([*rows, *extra, "--repeat", str(args.repeat)])
+            if (result := modules[name].main([*rows, *extra, "--repeat", str(args.repeat)])) is not None:
+                kept[name] = result
     if args.full and "drift" in args.only:  # the memory target: 10M rows x 30 features, Cormorant alone
         print("\n== drift memory (full) ==", flush=True)
         kept["drift-memory"] = benchmark_drift.main(

@@ -279,3 +279,27 @@ def test_only_an_mlp_trial_imports_torch_to_choose_its_device():
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout.split()
     assert out[0] == "cpu" and out[1] in ("cpu", "cuda") and out[2] == "False"
+
+
+def test_a_trial_fits_with_the_threads_it_was_given(monkeypatch):
+    """The local backend divides the machine between the trials it runs at once and a pod states its
+    CPU request (CORMORANT_TRIAL_THREADS); without it a trial uses the CPUs it may run on."""
+    import os
+
+    import torch
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((200, 4), dtype=np.float32), rng.integers(0, 2, 200)
+    monkeypatch.setenv("CORMORANT_TRIAL_THREADS", "1")
+    trained = families.fit("xgboost", X, y, {"n_estimators": 2}, classification=True, seed=0)
+    assert trained.model.get_params()["n_jobs"] == 1
+    before = torch.get_num_threads()
+    try:
+        families.fit("mlp", X, y, {"epochs": 1}, classification=True, seed=0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.delenv("CORMORANT_TRIAL_THREADS")
+    assert families.trial_threads() == len(os.sched_getaffinity(0))
+    trained = families.fit("xgboost", X, y, {"n_estimators": 2}, classification=True, seed=0)
+    assert trained.model.get_params()["n_jobs"] == len(os.sched_getaffinity(0))

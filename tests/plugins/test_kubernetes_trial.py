@@ -55,6 +55,15 @@ def test_gpu_trial_asks_for_its_gpus_on_the_right_nodes():
     assert op.pool == "cormorant_gpu"
 
 
+@pytest.mark.parametrize(("cpu", "threads"), [("4", "4"), ("2.5", "2"), ("500m", "1"), ("16000m", "16")])
+def test_trial_fits_with_the_cpus_its_pod_asked_for(cpu, threads):
+    """A container sees its node's every CPU: XGBoost and torch would start that many threads under a
+    CPU limit of a few and be throttled. The pod says how many it has."""
+    _, pod = _pod({**TRIAL, "resources": {**TRIAL["resources"], "cpu": cpu}})
+    env = {e.name: e.value for e in _main(pod).env or []}
+    assert env["CORMORANT_TRIAL_THREADS"] == threads
+
+
 def test_cpu_trial_takes_no_gpu_and_no_gpu_toleration():
     _, pod = _pod(
         {**TRIAL, "family": "linear", "trial_id": "linear-0", "resources": {"cpu": "2", "memory": "4Gi"}}

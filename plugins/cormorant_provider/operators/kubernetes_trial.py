@@ -17,6 +17,12 @@ XCOM_RESULT = "/airflow/xcom/return.json"
 SPECS_IN_IMAGE = "/opt/airflow/include/specs"
 
 
+def cpu_threads(quantity: str) -> int:
+    """Whole CPUs in a Kubernetes CPU quantity (``"8"``, ``"2.5"``, ``"500m"``), at least one."""
+    value = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    return max(1, int(value))
+
+
 def _label(value: str) -> str:
     """A Kubernetes label value: at most 63 characters of [A-Za-z0-9-_.]."""
     cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)
@@ -103,6 +109,11 @@ class KubernetesTrialOperator(KubernetesPodOperator):
         if gpus:
             requests[self.k8s_settings.gpu_resource] = limits[self.k8s_settings.gpu_resource] = str(gpus)
         self.container_resources = k8s.V1ResourceRequirements(requests=requests, limits=limits)
+        # A container sees every CPU of its node; its fitting should use the CPUs it asked for.
+        self.env_vars = [
+            *(e for e in (self.env_vars or []) if e.name != "CORMORANT_TRIAL_THREADS"),
+            k8s.V1EnvVar(name="CORMORANT_TRIAL_THREADS", value=str(cpu_threads(requests["cpu"]))),
+        ]
         if gpus and resources.get("gpu_type"):
             self.node_selector = {
                 **self.node_selector,

@@ -1,0 +1,172 @@
+"""Benchmark: a trial's compute on the GPU against the CPUs of the same machine (XGBoost and the MLP).
+
+    python scripts/benchmark_gpu.py [--rows 10000000] [--families xgboost mlp] [--repeat 1]
+
+Builds ``--rows`` rows shaped like the example (the generator's days, tiled, as the inference benchmark
+does) and the spec's design matrix, then times what a trial's fitting and scoring do, through the
+trainer's own functions (``cormorant.families.fit`` and ``predict_score``): fit on 80% of the rows,
+score the other 20%, once with ``device="cpu"`` (every CPU of the machine: ``trial_threads()``) and once
+with ``device="cuda"``. The GPU's one-off start (the CUDA context, a first tiny fit) is timed apart and
+left out of the ratio; the holdout ROC AUC of both runs is kept, so a fast run that learnt nothing shows.
+
+Needs an NVIDIA GPU and CUDA builds of xgboost and torch (the trainer image has both); on a machine
+without one it says so and keeps nothing. Results in ``benchmarks/results/gpu-<timestamp>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+from bench_common import add_repeat, median_run  # noqa: E402
+
+# A production-sized trial of each family (the example spec's search space is sized for a 2-core demo).
+PARAMS = {
+    "xgboost": {"max_depth": 8, "n_estimators": 400, "learning_rate": 0.05},
+    "mlp": {"hidden_units": 256, "layers": 3, "epochs": 2, "learning_rate": 0.001, "batch_size": 4096},
+}
+
+
+def design(rows: int):
+    """The trial's inputs at ``rows`` rows: the spec's preprocessing fitted on the training part."""
+    import numpy as np
+    from benchmark_inference import _frame, _spec
+
+    from cormorant.features import build_preprocessor, model_frame, target_vector
+
+    spec = _spec()
+    frame = _frame(rows)
+    cut = int(rows * 0.8)
+    train, test = frame.iloc[:cut], frame.iloc[cut:]
+    pre = build_preprocessor(spec).fit(model_frame(train, spec))
+    as_matrix = lambda part: np.ascontiguousarray(pre.transform(model_frame(part, spec)), dtype=np.float32)  # noqa: E731
+    return as_matrix(train), target_vector(train, spec), as_matrix(test), target_vector(test, spec)
+
+
+def cuda_ready(families: list[str]) -> str | None:
+    """Why the GPU cannot be measured here, or None."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA device visible to torch"
+    if "xgboost" not in families:
+        return None
+    try:
+        import xgboost
+    except ImportError:
+        return "xgboost is not installed"
+    if not xgboost.build_info().get("USE_CUDA"):
+        return "this xgboost build has no CUDA"
+    return None
+
+
+def warm_up(families_: list[str]) -> float:
+    """The GPU's one-off start-up in a trial process: the CUDA context and a first fit of each family."""
+    import numpy as np
+
+    from cormorant import families
+
+    started = time.perf_counter()
+    X = np.random.default_rng(0).random((1000, 8), dtype=np.float32)
+    y = (X[:, 0] > 0.5).astype("float32")
+    for family in families_:
+        families.fit(family, X, y, {"n_estimators": 2} if family == "xgboost" else {"epochs": 1},
+                     classification=True, seed=0, device="cuda")  # fmt: skip
+    return time.perf_counter() - started
+
+
+def run(family: str, device: str, data) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from cormorant import families
+
+    X_train, y_train, X_test, y_test = data
+    started = time.perf_counter()
+    trained = families.fit(
+        family, X_train, y_train, PARAMS[family], classification=True, seed=7, device=device
+    )
+    fitted = time.perf_counter()
+    scores = families.predict_score(trained, X_test)
+    done = time.perf_counter()
+    return {
+        "family": family,
+        "device": device,
+        "fit_seconds": fitted - started,
+        "score_seconds": done - fitted,
+        "seconds": done - started,
+        "holdout_roc_auc": float(roc_auc_score(y_test, scores)),
+    }
+
+
+def render(results: list[dict], rows: int, threads: int, gpu: str, warm: float) -> str:
+    lines = [
+        f"{rows:,} rows (fit on 80%, score 20%); CPU: {threads} threads; GPU: {gpu} "
+        f"(one-off CUDA start and first fits: {warm:.1f} s, not in the ratio)",
+        "",
+        "| family | params | CPU (s) | GPU (s) | GPU speed-up | AUC CPU / GPU | vs 10x goal |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    by = {(r["family"], r["device"]): r for r in results}
+    for family, params in PARAMS.items():
+        cpu, gpu_run = by.get((family, "cpu")), by.get((family, "cuda"))
+        if not cpu or not gpu_run:
+            continue
+        ratio = cpu["seconds"] / gpu_run["seconds"]
+        lines.append(
+            f"| {family} | `{params}` | {cpu['seconds']:.1f} | {gpu_run['seconds']:.1f} | **{ratio:.1f}x** | "
+            f"{cpu['holdout_roc_auc']:.4f} / {gpu_run['holdout_roc_auc']:.4f} | "
+            f"{'met' if ratio >= 10 else 'not met'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
+    parser.add_argument("--families", nargs="+", choices=list(PARAMS), default=list(PARAMS))
+    add_repeat(parser)
+    args = parser.parse_args(argv)
+    if reason := cuda_ready(args.families):
+        print(f"  skipped: {reason}", flush=True)
+        return None
+    import torch
+    from bench_common import keep
+
+    from cormorant.families import trial_threads
+
+    warm = warm_up(args.families)
+    gpu = torch.cuda.get_device_name(0)
+    results, tables = [], []
+    for rows in args.rows:
+        started = time.perf_counter()
+        data = design(rows)
+        print(
+            f"  {rows:,} rows: design matrix {data[0].shape} in {time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
+        sized = []
+        for family in args.families:
+            for device in ("cpu", "cuda"):
+                result = median_run([run(family, device, data) for _ in range(args.repeat)])
+                sized.append({**result, "rows": rows, "threads": trial_threads(), "gpu": gpu})
+                print(
+                    f"  {family:<8} {device:<5} fit {result['fit_seconds']:7.1f}s  score "
+                    f"{result['score_seconds']:5.1f}s  AUC {result['holdout_roc_auc']:.4f}",
+                    flush=True,
+                )
+        results += sized
+        tables.append(render(sized, rows, trial_threads(), gpu, warm))
+    table = "\n\n".join(tables)
+    print("\n" + table)
+    return keep("gpu", results, table)
+
+
+if __name__ == "__main__":
+    main()
