@@ -27,6 +27,7 @@ SIZES = {
     "validation": {"quick": ["1000000"], "full": ["1000000", "5000000"]},
     "drift": {"quick": ["1000000"], "full": ["1000000"]},
     "trial": {"quick": [], "full": []},  # one trial per family on three days of the example
+    "sweep": {"quick": [], "full": []},  # the example's sweep over seven days, one and several at once
     "gpu": {"quick": ["1000000"], "full": ["10000000"]},  # skipped where no NVIDIA GPU is visible
 }
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import benchmark_extract
     import benchmark_gpu
     import benchmark_inference
+    import benchmark_sweep
     import benchmark_trial
     import benchmark_validation
     from bench_common import keep, machine
@@ -55,11 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         "validation": benchmark_validation,
         "drift": benchmark_drift,
         "trial": benchmark_trial,
+        "sweep": benchmark_sweep,
         "gpu": benchmark_gpu,
     }
     kept = {}
     began = time.perf_counter()
-    for name in ("extract", "inference", "validation", "drift", "trial", "gpu"):
+    for name in ("extract", "inference", "validation", "drift", "trial", "sweep", "gpu"):
         if name in args.only:
             print(f"\n== {name} ({size}) ==", flush=True)
             extra = ["--features", "10"] if name == "drift" else []

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cormorant import ledger
 from cormorant.config import Settings
 from cormorant.errors import NothingToDo, ParamError
 from cormorant.lake import Lake, Manifest
@@ -108,6 +109,7 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
             yield item
 
 
+@ledger.timed("batch scoring")
 def predict_partition(
     spec: ModelSpec,
     lake: Lake,

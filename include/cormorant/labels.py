@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cormorant import ledger
 from cormorant.errors import CormorantError, NothingToDo, PartitionNotValidated
 from cormorant.lake import Lake, Manifest
 from cormorant.spec import ModelSpec
@@ -133,6 +134,7 @@ def check_label_columns(spec: ModelSpec, found: list[str]) -> None:
         )
 
 
+@ledger.timed("extraction")
 def extract_labels(
     connect: Callable[[], Any],
     spec: ModelSpec,

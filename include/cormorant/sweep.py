@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import asdict
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from cormorant import __version__
@@ -142,6 +143,63 @@ def trial_cache_key(spec: ModelSpec, trial: dict[str, Any]) -> str:
     }
     payload = {"trial": keyed, "trainer": __version__, "spec": spec.fingerprint}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+SWEEP_PARAMS = ("window_days", "families", "max_trials_per_family", "folds")
+LOCAL_TRIAL_SLOTS = 4  # trials of a sweep running at once on one machine (the DAG's max_active_tis_per_dag)
+
+
+def sweep_options(params: Any) -> dict[str, Any]:
+    """plan_sweep's keyword arguments from a run's params (None: the spec's value)."""
+    return {name: params.get(name) for name in SWEEP_PARAMS}
+
+
+def local_trial_parallelism(cpus: int | None = None) -> int:
+    """How many trials run at once on this machine: its CPUs, at most LOCAL_TRIAL_SLOTS."""
+    import os
+
+    return max(1, min(LOCAL_TRIAL_SLOTS, cpus or len(os.sched_getaffinity(0))))
+
+
+def trial_threads_when_sharing(parallel: int, cpus: int | None = None) -> int:
+    """Each of ``parallel`` trials' share of the machine's CPUs, at least one thread."""
+    import os
+
+    return max(1, (cpus or len(os.sched_getaffinity(0))) // max(1, parallel))
+
+
+def run_trials_locally(
+    spec_path: Path | str, trials: list[dict[str, Any]], *, parallel: int, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Run ``trials`` with the trainer CLI in ``parallel`` processes, each running its share of the
+    trials one after another (start-up and imports paid once per process) with its share of the CPUs;
+    the results that came back. The trainer records each trial in MLflow under its cache key, so a trial
+    task given the same trial afterwards reuses it."""
+    import os
+    import subprocess
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cormorant.trainer import trainer_command
+
+    parallel = max(1, min(parallel, len(trials)))
+    threads = trial_threads_when_sharing(parallel)
+    base = {**os.environ, **(env or {}), "CORMORANT_TRIAL_THREADS": str(threads)}
+
+    def share(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="cormorant-trials-") as tmp:
+            output = Path(tmp) / "results.json"
+            proc = subprocess.run(trainer_command(spec_path, group, output), env=base, capture_output=True)
+            if proc.returncode != 0:
+                log.info("trials %s: the trainer exited %d", [t["trial_id"] for t in group], proc.returncode)
+            if not output.exists():
+                return []
+            results = json.loads(output.read_text())
+            return results if isinstance(results, list) else [results]
+
+    log.info("running %d trials in %d processes, %d thread(s) each", len(trials), parallel, threads)
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        return [r for rs in pool.map(share, [trials[i::parallel] for i in range(parallel)]) for r in rs]
 
 
 def plan_sweep(

@@ -52,21 +52,32 @@ def start_sweep_run(
     sweep_key: str,
     tags: dict[str, str] | None = None,
 ) -> str:
-    """Create the sweep's parent run; every trial logs a child run under it."""
+    """The sweep's parent run; every trial logs a child run under it. A sweep with the same key still
+    running (a retried plan, or trials started ahead of the DAG by the in-process runner) keeps its
+    parent run instead of opening a second one."""
     from mlflow import MlflowClient
 
     experiment_id = ensure_experiment(spec, settings)
-    run = MlflowClient().create_run(
-        experiment_id,
-        run_name=f"sweep {end_partition}",
-        tags={
-            "cormorant.spec": spec.name,
-            "cormorant.sweep_key": sweep_key,
-            "cormorant.role": "sweep",
-            **(tags or {}),
-        },
+    client = MlflowClient()
+    tags = {
+        "cormorant.spec": spec.name,
+        "cormorant.sweep_key": sweep_key,
+        "cormorant.role": "sweep",
+        **(tags or {}),
+    }
+    running = client.search_runs(
+        [experiment_id],
+        f"tags.`cormorant.sweep_key` = '{sweep_key}' and tags.`cormorant.role` = 'sweep' "
+        "and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
-    return run.info.run_id
+    if running:
+        run_id = running[0].info.run_id
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        return run_id
+    return client.create_run(experiment_id, run_name=f"sweep {end_partition}", tags=tags).info.run_id
 
 
 def finish_sweep_run(settings: Settings, run_id: str, summary: dict[str, object]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cormorant import __version__
+from cormorant import __version__, ledger
 from cormorant.config import Settings
 from cormorant.errors import CormorantError, first_line
 from cormorant.lake import Lake
@@ -104,6 +104,25 @@ def load_frames(spec: ModelSpec, lake: Lake, partitions: list[str]) -> Any:
         check_trial_data(spec, partition, table)
         tables.append(table)
     return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def trainer_command(
+    spec_path: Path | str, trial: dict[str, Any] | list[dict[str, Any]], output: Path | str
+) -> list[str]:
+    """The trainer CLI invocation for ``trial`` (or several, run in one process): what the local
+    backend runs (a pod runs the same arguments in the trainer image)."""
+    trials = trial if isinstance(trial, list) else [trial]
+    given = [arg for t in trials for arg in ("--trial", json.dumps(t, sort_keys=True))]
+    return [
+        sys.executable,
+        "-m",
+        "cormorant.trainer",
+        "--spec",
+        str(spec_path),
+        *given,
+        "--output",
+        str(output),
+    ]
 
 
 def serving_requirements() -> list[str]:
@@ -211,6 +230,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
             mlflow.log_metric(f"cv_{metric}", value, step=i)
         cv_mean, cv_std = float(np.mean(fold_scores)), float(np.std(fold_scores, ddof=1))
         cv_seconds = time.monotonic() - cv_started
+        ledger.add("fitting and scoring", time.time() - cv_seconds, time.time(), trial=trial.trial_id)
 
         refit_started = time.monotonic()
         pre = FittedPreprocessor(spec, train)
@@ -226,6 +246,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
             device=device,
         )
         refit_seconds = time.monotonic() - refit_started
+        ledger.add("fitting and scoring", time.time() - refit_seconds, time.time(), trial=trial.trial_id)
         onnx_model = export_model(pre, fitted, spec, X_train.shape[1])
         session = onnx_session(onnx_model)
         scoring_started = time.monotonic()
@@ -240,7 +261,9 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         holdout_metric = compute_metric(metric, target_vector(holdout, spec), holdout_scores)
         train_scores = onnx_scores(session, onnx_feed(train, spec))
         # fitting and scoring: the trial's compute; everything else is its fixed cost
-        compute_seconds = cv_seconds + refit_seconds + (time.monotonic() - scoring_started)
+        scoring_seconds = time.monotonic() - scoring_started
+        ledger.add("fitting and scoring", time.time() - scoring_seconds, time.time(), trial=trial.trial_id)
+        compute_seconds = cv_seconds + refit_seconds + scoring_seconds
         mlflow.log_metrics(
             {
                 f"cv_{metric}_mean": cv_mean,
@@ -292,15 +315,39 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cormorant-trainer", description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, type=Path, help="the model spec YAML file")
-    parser.add_argument("--trial", required=True, help="the trial as JSON, or @FILE to read it from a file")
-    parser.add_argument("--output", type=Path, help="where to write the result JSON (default: stdout)")
+    parser.add_argument(
+        "--trial",
+        required=True,
+        action="append",
+        help="the trial as JSON, or @FILE to read it from a file; several run one after another in this "
+        "process (its start-up and imports paid once)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the result JSON, a list for several trials (default: stdout)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    raw = Path(args.trial[1:]).read_text() if args.trial.startswith("@") else args.trial
-    trial = Trial.from_dict(json.loads(raw))
     spec, settings = load_spec(args.spec), Settings.from_env()
+    results, code = [], 0
+    for given in args.trial:
+        raw = Path(given[1:]).read_text() if given.startswith("@") else given
+        result, trial_code = _run_and_record(spec, Trial.from_dict(json.loads(raw)), settings)
+        results.append(result)
+        code = code or trial_code
+    text = json.dumps(results[0] if len(results) == 1 else results, sort_keys=True)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        print(text)
+    return code
+
+
+def _run_and_record(spec: ModelSpec, trial: Trial, settings: Settings) -> tuple[dict[str, Any], int]:
+    """Run one trial, keep its record in the lake; its result and the exit code it calls for."""
     code = 0
     try:
         result = run_trial(spec, trial, settings)
@@ -312,14 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         Lake(settings.lake_uri).write_json(
             trial_record_key(spec.name, trial.sweep_key, trial.trial_id), result
         )
-    except Exception:  # the result file below still carries the outcome
+    except Exception:  # the result file still carries the outcome
         log.warning("trial %s: could not keep its record in the lake", trial.trial_id, exc_info=True)
-    text = json.dumps(result, sort_keys=True)
-    if args.output:
-        args.output.write_text(text)
-    else:
-        print(text)
-    return code
+    return result, code
 
 
 if __name__ == "__main__":

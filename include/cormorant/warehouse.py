@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from cormorant import ledger
 from cormorant.errors import CormorantError, closest
 from cormorant.lake import Lake, Manifest
 from cormorant.spec import ModelSpec
@@ -260,6 +261,7 @@ def check_schema_contract(spec: ModelSpec, lake: Lake, partition: str, found: pa
         )
 
 
+@ledger.timed("extraction")
 def extract_partition(
     connect: Callable[[], Any],
     spec: ModelSpec,

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -149,13 +150,21 @@ def run(args: argparse.Namespace) -> int:
     (home / "airflow").mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
 
+    from cormorant import ledger
     from cormorant.config import PROJECT_ROOT
     from cormorant_provider.pipeline import PipelineRunner
 
+    compute = home / "compute.jsonl"  # the compute inside this run (cormorant.ledger)
+    compute.unlink(missing_ok=True)
+    os.environ[ledger.LEDGER_ENV] = str(compute)
+    began = time.monotonic()
     runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=spec.name)
     failed = replay(runner, spec, days, stages)
+    wall = time.monotonic() - began
     print()
     print(runner.summary_text())
+    if compute.exists():
+        print("\n" + ledger.format_summary(ledger.summarize(compute, wall)))
     if failed:
         print(f"\n{len(failed)} run(s) did not succeed:", file=sys.stderr)
         for line in failed:

@@ -105,6 +105,7 @@ def build_spec_dags(
     spec: ModelSpec, spec_path: Path, *, trial_backend: str = "local", trial_retry_delay_s: int = 60
 ) -> dict[str, DAG]:
     """The five DAGs of one spec, keyed by dag_id."""
+    from cormorant.sweep import LOCAL_TRIAL_SLOTS
     from cormorant_provider.operators.drift import DriftCheckOperator
     from cormorant_provider.operators.inference import BatchInferenceOperator
     from cormorant_provider.operators.ingest import WarehouseToLakeOperator
@@ -240,7 +241,7 @@ def build_spec_dags(
                 task_id="trial",
                 spec_path=path,
                 backend=trial_backend,
-                max_active_tis_per_dag=4,
+                max_active_tis_per_dag=LOCAL_TRIAL_SLOTS,
                 retry_delay=timedelta(seconds=trial_retry_delay_s),
                 retry_exponential_backoff=False,
             ).expand(trial=plan.output)

@@ -77,6 +77,8 @@ class PipelineRunner:
                 with contextlib.suppress(AttributeError):  # a mapped task's params are read-only
                     task.params = copy.deepcopy(params)
         print(f"→ {dag.dag_id} for {partition} ...", end=" ", flush=True)
+        if stage == "train":
+            self.trials_ahead(dag, partition, conf or {})
         dag_run = dag.test(run_conf={"partition_date": partition, **(conf or {})})
         states = {
             ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
@@ -89,6 +91,44 @@ class PipelineRunner:
         if check and not run.succeeded:
             raise PipelineFailed(run)
         return run
+
+    def trials_ahead(self, dag: Any, partition: str, conf: dict[str, Any]) -> None:
+        """``dag.test()`` runs one task at a time; a scheduler runs a sweep's trials side by side (up to
+        the trial task's ``max_active_tis_per_dag``). So that the embedded default does too, the sweep
+        the run's plan task will make is planned here, under the same parent MLflow run, and its trials
+        run with the trainer CLI, as many at once as the machine's CPUs allow; the run's trial tasks
+        then find each finished trial in the trial cache, and rerun (and report) any that failed. A
+        plan that cannot be made here is left for the run's plan task to report."""
+        from cormorant.config import Settings
+        from cormorant.lake import Lake
+        from cormorant.spec import experiment_name, load_spec
+        from cormorant.sweep import local_trial_parallelism, plan_sweep, run_trials_locally, sweep_options
+        from cormorant.tracking import find_cached_trial, start_sweep_run
+
+        trial_task = dag.task_dict.get("trial")
+        if getattr(trial_task, "partial_kwargs", {}).get("backend", "local") != "local":
+            return
+        parallel = local_trial_parallelism()
+        if parallel < 2:
+            return
+        settings = Settings.from_env()
+        spec_path = Path(dag.task_dict["plan_sweep"].spec_path)
+        spec = load_spec(spec_path)
+        params = {**dag.params.dump(), **conf}
+        try:
+            plan = plan_sweep(spec, Lake(settings.lake_uri), partition, **sweep_options(params))
+        except Exception as exc:  # the plan task says why, with its retry policy
+            log.debug("no sweep ahead of %s for %s: %s", dag.dag_id, partition, exc)
+            return
+        pending = [
+            t
+            for t in plan["trials"]
+            if find_cached_trial(experiment_name(spec.name), settings, t["cache_key"]) is None
+        ]
+        if len(pending) < 2:  # nothing to run side by side: the run's trial tasks do it
+            return
+        parent = start_sweep_run(spec, settings, end_partition=partition, sweep_key=plan["sweep_key"])
+        run_trials_locally(spec_path, [{**t, "parent_run_id": parent} for t in pending], parallel=parallel)
 
     def summary(self) -> dict[str, Any]:
         from cormorant.config import Settings

@@ -137,6 +137,10 @@ def test_run_executes_the_real_dags_for_each_day_and_summary_reads_them_back(war
     lake = Lake(home / "lake")
     assert lake.partitions("churn/raw") == ["2024-03-01", "2024-03-02"]
     assert lake.require("churn/raw", "2024-03-02").row_count == rows_for_day(date(2024, 3, 2))
+    # the run reports its wall time against the compute inside it: here two days' extraction
+    assert re.search(
+        r"Pipeline time \d+ s; the compute inside it [\d.]+ s \(extraction [\d.]+ s in 2\)", done.stdout
+    )
     summary = _cormorant("summary", str(SPEC), "--home", str(home))
     assert summary.returncode == 0, summary.stderr
     assert re.search(rf"2024-03-02\s+{rows_for_day(date(2024, 3, 2))}\s+passed", summary.stdout), (

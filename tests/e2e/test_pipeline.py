@@ -94,6 +94,24 @@ def test_every_trial_is_an_mlflow_child_run_of_the_sweep(runner, client, example
         assert len(history) == example_spec.training.folds
 
 
+def test_a_sweeps_trials_run_side_by_side_under_one_parent_run(runner, client, example_spec):
+    """dag.test() runs one task at a time; the embedded default still runs a sweep's trials as a
+    scheduler would, up to the machine's CPUs at once, and the DAG's trial tasks reuse them."""
+    from cormorant.sweep import local_trial_parallelism
+
+    if local_trial_parallelism() < 2:
+        pytest.skip("one CPU: trials run one at a time")
+    experiment = client.get_experiment_by_name(example_spec.experiment_name)
+    trials = client.search_runs([experiment.experiment_id], "tags.`cormorant.trial_id` != ''")
+    spans = sorted((t.info.start_time, t.info.end_time) for t in trials)
+    overlapping = [a for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+    assert overlapping, f"the trials ran one after another: {spans}"
+    sweeps = client.search_runs([experiment.experiment_id], "tags.`cormorant.role` = 'sweep'")
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {sweeps[0].info.run_id}
+    assert sweeps[0].data.tags["cormorant.best_trial"] in {t.data.tags["cormorant.trial_id"] for t in trials}
+
+
 def test_registered_version_holds_the_champion_alias(runner, client, example_spec):
     champion = client.get_model_version_by_alias(example_spec.registered_model_name, "champion")
     assert str(champion.version) == "1"

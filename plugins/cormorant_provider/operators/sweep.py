@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,20 +60,11 @@ class SweepPlanOperator(CormorantOperator):
 
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from cormorant.sweep import plan_sweep
+        from cormorant.sweep import plan_sweep, sweep_options
         from cormorant.tracking import start_sweep_run
 
-        params = context["params"]
         end = max(self.partitions(context))
-        plan = plan_sweep(
-            self.spec,
-            self.lake,
-            end,
-            window_days=params.get("window_days"),
-            families=params.get("families"),
-            max_trials_per_family=params.get("max_trials_per_family"),
-            folds=params.get("folds"),
-        )
+        plan = plan_sweep(self.spec, self.lake, end, **sweep_options(context["params"]))
         parent = start_sweep_run(
             self.spec,
             self.settings,
@@ -129,17 +119,19 @@ class SweepTrialOperator(CormorantOperator):
 
     def trainer_command(self, output: Path) -> list[str]:
         """The trainer CLI invocation; the same arguments a pod runs."""
-        return [
-            sys.executable,
-            "-m",
-            "cormorant.trainer",
-            "--spec",
-            str(self.spec_path),
-            "--trial",
-            json.dumps(self.trial, sort_keys=True),
-            "--output",
-            str(output),
-        ]
+        from cormorant.trainer import trainer_command
+
+        return trainer_command(self.spec_path, self.trial, output)
+
+    def trainer_environment(self) -> dict[str, str]:
+        """The worker's environment; the trial fits with its share of the CPUs when as many trials as
+        the task's max_active_tis_per_dag run at once (unless the deployment set the threads)."""
+        from cormorant.sweep import trial_threads_when_sharing
+
+        env = os.environ.copy()
+        if not env.get("CORMORANT_TRIAL_THREADS"):
+            env["CORMORANT_TRIAL_THREADS"] = str(trial_threads_when_sharing(self.max_active_tis_per_dag or 1))
+        return env
 
     @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
@@ -153,7 +145,7 @@ class SweepTrialOperator(CormorantOperator):
             )
             self._process = subprocess.Popen(
                 self.trainer_command(output),
-                env=os.environ.copy(),
+                env=self.trainer_environment(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
