@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# Trials of a sweep running at once on one machine: the trial task's max_active_tis_per_dag, and what
+# the embedded runner runs side by side (cormorant.sweep.local_trial_parallelism).
+LOCAL_TRIAL_SLOTS = 4
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WAREHOUSE_CONN_ID = "cormorant_warehouse"
 TRIAL_BACKENDS = ("local", "kubernetes")

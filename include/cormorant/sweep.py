@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cormorant import __version__
+from cormorant.config import LOCAL_TRIAL_SLOTS
 from cormorant.errors import CormorantError, PartitionNotValidated
 from cormorant.lake import Lake
 from cormorant.spec import FAMILIES, ModelSpec, TrialResources
@@ -146,7 +147,6 @@ def trial_cache_key(spec: ModelSpec, trial: dict[str, Any]) -> str:
 
 
 SWEEP_PARAMS = ("window_days", "families", "max_trials_per_family", "folds")
-LOCAL_TRIAL_SLOTS = 4  # trials of a sweep running at once on one machine (the DAG's max_active_tis_per_dag)
 
 
 def sweep_options(params: Any) -> dict[str, Any]:

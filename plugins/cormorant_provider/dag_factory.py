@@ -105,7 +105,7 @@ def build_spec_dags(
     spec: ModelSpec, spec_path: Path, *, trial_backend: str = "local", trial_retry_delay_s: int = 60
 ) -> dict[str, DAG]:
     """The five DAGs of one spec, keyed by dag_id."""
-    from cormorant.sweep import LOCAL_TRIAL_SLOTS
+    from cormorant.config import LOCAL_TRIAL_SLOTS
     from cormorant_provider.operators.drift import DriftCheckOperator
     from cormorant_provider.operators.inference import BatchInferenceOperator
     from cormorant_provider.operators.ingest import WarehouseToLakeOperator
