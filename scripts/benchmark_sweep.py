@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-sweep-") as tmp:
         home = Path(tmp)
-        setup(home, days)
-        validate(home, days)
+        setup(home, days, validated=True)
         for parallel in sorted({1, local_trial_parallelism()}):
             result = median_run([run(home, days, parallel) for _ in range(args.repeat)])
             results.append(result)
@@ -123,25 +122,6 @@ def main(argv: list[str] | None = None) -> dict:
     table = render(results)
     print("\n" + table)
     return keep("sweep", results, table)
-
-
-def validate(home: Path, days: list[str]) -> None:
-    """The days' validation reports and labels, as the validate DAG leaves them (a sweep trains only on
-    validated, labelled days)."""
-    from cormorant.labels import labels_from_features, validate_labels
-    from cormorant.lake import Lake
-    from cormorant.spec import load_spec
-    from cormorant.validation import validate_frame, validation_frame, validation_report_key
-    from cormorant.warehouse import raw_dataset
-
-    spec, lake = load_spec(SPEC), Lake((home / "lake").as_uri())
-    for day in days:
-        manifest = lake.require(raw_dataset(spec), day)
-        frame = validation_frame(lake.read(raw_dataset(spec), day))
-        result = validate_frame(frame, spec, partition=day, content_hash=manifest.content_hash)
-        lake.write_json(validation_report_key(spec, day), result.to_dict())
-        labels_from_features(spec, lake, day)
-        validate_labels(spec, lake, day)
 
 
 if __name__ == "__main__":

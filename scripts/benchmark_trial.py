@@ -36,26 +36,17 @@ PARAMS = {
 }
 
 
-def setup(home: Path, days: list[str]) -> None:
+def setup(home: Path, days: list[str], *, validated: bool = False) -> None:
     """The days in a scratch lake, and the MLflow store with the spec's experiment (as after a first
     sweep: creating the store is a one-off, not a trial's cost)."""
-    import pyarrow as pa
-
     from cormorant.config import Settings
     from cormorant.lake import Lake
     from cormorant.spec import load_spec
-    from cormorant.synthetic import generate_day
+    from cormorant.synthetic import land_days
     from cormorant.tracking import ensure_experiment
-    from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
 
     spec = load_spec(SPEC)
-    lake = Lake(home / "lake")
-    for day in days:
-        table = pa.Table.from_pandas(generate_day(date.fromisoformat(day)), preserve_index=False)
-        schema = lake_schema(table.schema, spec_types(spec))
-        lake.write_partition(
-            raw_dataset(spec), day, [conform(b, schema) for b in table.to_batches()], schema=schema
-        )
+    land_days(spec, Lake(home / "lake"), days, validated=validated)
     ensure_experiment(spec, Settings.from_env(_env(home)))
 
 

@@ -81,6 +81,8 @@ def register_and_promote(
     import mlflow
     from mlflow import MlflowClient
 
+    from cormorant.blessing import bless
+    from cormorant.blessing import keep as keep_blessing
     from cormorant.metrics import is_improvement, select_best
     from cormorant.tracking import configure
     from cormorant.trainer import load_frames
@@ -131,6 +133,7 @@ def register_and_promote(
     champion_metric = None
     if champion is not None and champion.version != version.version:
         champion_metric = holdout_metric(spec, f"models:/{name}@{CHAMPION}", holdout)
+    blessing = None
     if champion is not None and champion.version == version.version:
         promoted = False
         reason = "already the champion"
@@ -146,6 +149,23 @@ def register_and_promote(
             if champion is None
             else f"holdout {spec.training.metric} {candidate_metric:.4f} vs champion {champion_metric:.4f}"
         )
+        blessing = bless(
+            spec,
+            version=str(version.version),
+            model_uri=f"models:/{name}/{version.version}",
+            trained_uri=best["model_uri"],
+            champion_uri=f"models:/{name}/{champion.version}" if champion is not None else None,
+            holdout=holdout,
+        )
+        blessing_uri = keep_blessing(spec, lake, client, name, version, blessing)
+        if not blessing["passed"]:
+            for failure in blessing["failures"]:
+                log.error("%s version %s is not blessed: %s", name, version.version, failure)
+            if promoted:
+                promoted, reason = (
+                    False,
+                    f"blessing failed ({blessing_uri}): " + "; ".join(blessing["failures"]),
+                )
     metric = spec.training.metric
     client.set_model_version_tag(name, version.version, f"holdout_{metric}", f"{candidate_metric:.6f}")
     client.set_model_version_tag(
@@ -180,5 +200,8 @@ def register_and_promote(
         "failed_trials": failed,
         "failure_causes": causes,
         "selection": best.get("selection"),
+        "blessing": None
+        if blessing is None
+        else {"passed": blessing["passed"], "failures": blessing["failures"]},
         "trials": len(results),
     }

@@ -301,6 +301,21 @@ class PerformanceSpec(_Strict):
     history_days: Annotated[int, Field(ge=1, le=366)] = 60
 
 
+class PromotionSpec(_Strict):
+    """What a registered version must pass, besides beating the champion's holdout metric, before the
+    ``champion`` alias moves to it (the blessing: :mod:`cormorant.blessing`).
+
+    The registered artifact is always checked in a fresh ONNX Runtime process. Slices are each value of
+    each categorical feature and of each column in ``slices``; with ``max_slice_regression`` set (in the
+    metric's units), a challenger worse than the champion by more than that on a slice of at least
+    ``min_slice_rows`` rows is refused. ``max_ece`` bounds a classifier's expected calibration error."""
+
+    max_slice_regression: Annotated[float, Field(ge=0)] | None = None
+    min_slice_rows: Annotated[int, Field(ge=1)] = 200
+    slices: list[str] = Field(default_factory=list)
+    max_ece: Annotated[float, Field(gt=0, le=1)] | None = None
+
+
 class SchedulesSpec(_Strict):
     """Nightly cron expressions, in source.timezone. Downstream stages also run as soon as their input
     asset lands; their cron is the nightly safety net, staggered after ingest."""
@@ -342,6 +357,7 @@ class ModelSpec(_Strict):
     training: TrainingSpec
     drift: DriftSpec = Field(default_factory=DriftSpec)
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
     @field_validator("name")
     @classmethod
@@ -370,6 +386,9 @@ class ModelSpec(_Strict):
         unknown = set(self.validation.columns) - set(self.required_columns)
         if unknown:
             raise ValueError(f"validation.columns names columns the spec does not use: {sorted(unknown)}")
+        strangers = sorted(set(self.promotion.slices) - (set(self.required_columns) - {self.target.column}))
+        if strangers:
+            raise ValueError(f"promotion.slices names columns the spec does not read: {strangers}")
         for where, names in (("drift.exclude", self.drift.exclude), ("drift.features", self.drift.features)):
             strangers = sorted(set(names) - set(self.feature_columns))
             if strangers:

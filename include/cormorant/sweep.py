@@ -180,11 +180,17 @@ def run_trials_locally(
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
+    from cormorant.config import Settings
+    from cormorant.spec import load_spec
+    from cormorant.tracking import ensure_experiment
     from cormorant.trainer import trainer_command
 
     parallel = max(1, min(parallel, len(trials)))
     threads = trial_threads_when_sharing(parallel)
     base = {**os.environ, **(env or {}), "CORMORANT_TRIAL_THREADS": str(threads)}
+    # Trainers started side by side on a store that does not exist yet would race to create its tables
+    # (SQLite: "table _alembic_tmp_metrics already exists"): create the store and experiment first.
+    ensure_experiment(load_spec(spec_path), Settings.from_env(base))
 
     def share(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="cormorant-trials-") as tmp:

@@ -227,3 +227,28 @@ def insert_labels_postgres(
         for _, frame in _frames(days, seed, drift_start, strength, concept_days):
             _copy(cursor, labels_table, frame[list(LABEL_COLUMNS)])
     conn.commit()
+
+
+def land_days(spec: Any, lake: Any, days: Iterable[str], *, validated: bool = True) -> None:
+    """The generator's days in ``lake`` as the ingest and validate DAGs leave them: each a raw partition
+    and, when ``validated``, its validation report and its validated labels (for benchmarks and tests
+    that start from a sweep, with no warehouse)."""
+    import pyarrow as pa
+
+    from cormorant.labels import labels_from_features, validate_labels
+    from cormorant.validation import validate_frame, validation_frame, validation_report_key
+    from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
+
+    for day in days:
+        table = pa.Table.from_pandas(generate_day(date.fromisoformat(day)), preserve_index=False)
+        schema = lake_schema(table.schema, spec_types(spec))
+        manifest = lake.write_partition(
+            raw_dataset(spec), day, [conform(b, schema) for b in table.to_batches()], schema=schema
+        )
+        if not validated:
+            continue
+        frame = validation_frame(lake.read(raw_dataset(spec), day))
+        result = validate_frame(frame, spec, partition=day, content_hash=manifest.content_hash)
+        lake.write_json(validation_report_key(spec, day), result.to_dict())
+        labels_from_features(spec, lake, day)
+        validate_labels(spec, lake, day)

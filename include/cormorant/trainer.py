@@ -151,6 +151,22 @@ def failure_result(trial: Trial, error: BaseException) -> dict[str, Any]:
     }
 
 
+def information_criteria(trained: Any, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """AIC and BIC of a linear model on its training rows (k: coefficients and intercept; the L2
+    penalty is not discounted from k), reported beside the CV scores; the selection rule is unchanged.
+    Classifiers: the Bernoulli log-likelihood of the scores; regression: the Gaussian one with the
+    residual variance."""
+    model, n = trained.model, len(y)
+    k = int(np.size(model.coef_)) + int(np.size(getattr(model, "intercept_", 0)))
+    if trained.classification:
+        p = np.clip(scores, 1e-15, 1 - 1e-15)
+        log_likelihood = float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    else:
+        variance = max(float(np.mean((y - scores) ** 2)), 1e-300)
+        log_likelihood = -0.5 * n * (np.log(2 * np.pi * variance) + 1)
+    return {"aic": 2 * k - 2 * log_likelihood, "bic": k * np.log(n) - 2 * log_likelihood}
+
+
 def cross_validate(spec: ModelSpec, trial: Trial, frame: Any, device: str) -> list[float]:
     """Per-fold metric values; preprocessing is fitted inside each fold (no leakage)."""
     from cormorant import families
@@ -274,6 +290,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
                 "compute_seconds": compute_seconds,
                 "train_rows": len(train),
                 "holdout_rows": len(holdout),
+                **(information_criteria(fitted, y_train, train_scores) if trial.family == "linear" else {}),
             }
         )
         mlflow.log_dict(build_reference(train, train_scores, spec), "reference.json")

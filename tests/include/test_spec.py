@@ -54,6 +54,12 @@ def test_example_spec_parses_with_its_columns(example_spec):
         ),
         (lambda r: r["schedules"].update(train="nightly"), "schedules.train", "five-field cron"),
         (lambda r: r.update(name="other"), "name", "must match the file name"),
+        (
+            lambda r: r.update(promotion={"slices": ["segment", "churned"]}),
+            "<root>",
+            "promotion.slices names columns the spec does not read: ['churned', 'segment']",
+        ),
+        (lambda r: r.update(promotion={"max_ece": 2}), "promotion.max_ece", "less than or equal to 1"),
     ],
 )
 def test_malformed_spec_names_file_and_field(mutate, field, words):
