@@ -83,6 +83,7 @@ def register_and_promote(
 
     from cormorant.blessing import bless
     from cormorant.blessing import keep as keep_blessing
+    from cormorant.card import publish_card
     from cormorant.metrics import is_improvement, select_best
     from cormorant.tracking import configure
     from cormorant.trainer import load_frames
@@ -177,13 +178,26 @@ def register_and_promote(
         "cormorant.promotion",
         f"{'promoted' if promoted else 'not promoted'}: {reason}",
     )
+    selection = best.get("selection") or {}
+    if selection:
+        client.set_model_version_tag(
+            name,
+            version.version,
+            "cormorant.selection",
+            f"{selection['rule']} rule: best CV mean {selection['best_trial']} "
+            f"{selection['best_mean']:.4f} (standard error {selection['standard_error']:.4f}); candidates "
+            f"{', '.join(selection['candidates'])}; the simplest, {best['trial_id']}, chosen",
+        )
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
         log.info("promoted %s version %s to %s: %s", name, version.version, CHAMPION, reason)
     else:
         log.info("kept %s; version %s not promoted: %s", CHAMPION, version.version, reason)
     champion_now = current_champion(client, name)
+    card_uri = publish_card(spec, settings, lake, client, version)
+    log.info("model card of %s version %s: %s", name, version.version, card_uri)
     return {
+        "card_uri": card_uri,
         "model_name": name,
         "version": str(version.version),
         "promoted": promoted,

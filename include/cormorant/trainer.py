@@ -203,6 +203,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
     from cormorant.drift import build_reference
     from cormorant.export import export_model, onnx_scores, onnx_session
     from cormorant.features import FittedPreprocessor, onnx_feed, target_vector
+    from cormorant.importance import feature_importance
     from cormorant.metrics import compute_metric
     from cormorant.tracking import ensure_experiment
 
@@ -276,6 +277,9 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
             )
         holdout_metric = compute_metric(metric, target_vector(holdout, spec), holdout_scores)
         train_scores = onnx_scores(session, onnx_feed(train, spec))
+        mlflow.log_dict(
+            feature_importance(spec, fitted, pre, session, holdout, seed=trial.seed), "importance.json"
+        )
         # fitting and scoring: the trial's compute; everything else is its fixed cost
         scoring_seconds = time.monotonic() - scoring_started
         ledger.add("fitting and scoring", time.time() - scoring_seconds, time.time(), trial=trial.trial_id)

@@ -240,23 +240,45 @@ def replay(runner: Any, spec: Any, days: list[str], stages: list[str]) -> list[s
     return failed
 
 
+def _use_home(home: str | None) -> None:
+    """Read the state `cormorant run --home` left in ``home`` (default: the environment's)."""
+    if not home:
+        return
+    from cormorant.config import embedded_environment
+
+    embedded = embedded_environment(Path(home))
+    for key in (
+        "CORMORANT_HOME",
+        "CORMORANT_LAKE_URI",
+        "MLFLOW_TRACKING_URI",
+        "CORMORANT_MLFLOW_ARTIFACT_URI",
+    ):
+        os.environ[key] = embedded[key]
+
+
+def card(args: argparse.Namespace) -> int:
+    from cormorant.card import model_card, render_markdown
+    from cormorant.config import Settings
+    from cormorant.lake import Lake
+
+    spec = _load(args.spec)
+    _use_home(args.home)
+    settings = Settings.from_env()
+    try:
+        found = model_card(spec, settings, Lake(settings.lake_uri), args.version)
+    except LookupError as exc:
+        raise CliError(str(exc)) from exc
+    print(json.dumps(found, indent=2, default=str) if args.json else render_markdown(found), end="")
+    return 0
+
+
 def summary(args: argparse.Namespace) -> int:
     from cormorant.config import Settings
     from cormorant.lake import Lake
     from cormorant.summary import format_summary, pipeline_summary
 
     spec = _load(args.spec)
-    if args.home:  # the state `cormorant run --home` left there
-        from cormorant.config import embedded_environment
-
-        embedded = embedded_environment(Path(args.home))
-        for key in (
-            "CORMORANT_HOME",
-            "CORMORANT_LAKE_URI",
-            "MLFLOW_TRACKING_URI",
-            "CORMORANT_MLFLOW_ARTIFACT_URI",
-        ):
-            os.environ[key] = embedded[key]
+    _use_home(args.home)
     settings = Settings.from_env()
     result = pipeline_summary(spec, Lake(settings.lake_uri), settings)
     print(json.dumps(result, indent=2, default=str) if args.json else format_summary(result))
@@ -327,6 +349,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="the embedded state to read (default: $CORMORANT_HOME)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=summary)
+    p = commands.add_parser("card", help="the model card of a registered version (default: the champion)")
+    p.add_argument("spec", help="the spec YAML file")
+    p.add_argument("--version", help="the registered version (default: the champion, else the latest)")
+    p.add_argument("--home", help="the embedded state to read (default: $CORMORANT_HOME)")
+    p.add_argument("--json", action="store_true", help="print the card's facts as JSON")
+    p.set_defaults(func=card)
     p = commands.add_parser("init", help="draft a starting spec from a table's columns and types")
     p.add_argument("name", help="the spec's name (also its file name)")
     p.add_argument("--conn", required=True, help="the warehouse connection URI")

@@ -18,7 +18,7 @@ from cormorant.config import Settings
 from cormorant.lake import Lake
 from cormorant.spec import load_spec
 from cormorant.sweep import plan_sweep, run_trials_locally
-from cormorant.synthetic import land_days
+from cormorant.synthetic import land_days, rows_for_day
 
 pytestmark = pytest.mark.e2e
 DAYS = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(4)]
@@ -41,7 +41,7 @@ def _spec_file(folder: Path, promotion: dict | None = None) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Two trials over the four days (a linear model and a crippled one), as the trial tasks leave
+    """A sweep's trials over the four days (among them a crippled linear model), as the trial tasks leave
     them, side by side on an MLflow store of this module's that does not exist yet (two trainers used
     to race to create its tables); no version registered yet."""
     folder = tmp_path_factory.mktemp("blessing")
@@ -52,16 +52,14 @@ def trained(tmp_path_factory):
     spec, settings = load_spec(path), Settings.from_env()
     lake = Lake(settings.lake_uri)
     land_days(spec, lake, DAYS)
-    plan = plan_sweep(
-        spec, lake, DAYS[-1], window_days=len(DAYS), families=["linear"], max_trials_per_family=2
-    )
-    # C=1.0 learns; C=1e-6 is regularised to a near-constant score: a challenger worse on every slice
-    plan["trials"] = [
-        {**plan["trials"][0], "params": {"C": 1.0}},
-        {**plan["trials"][1], "params": {"C": 1e-6}},
-    ]
+    plan = plan_sweep(spec, lake, DAYS[-1], window_days=len(DAYS), max_trials_per_family=2)
+    # linear C=1.0 learns; C=1e-6 is regularised to a near-constant score: a challenger worse on every
+    # slice; one XGBoost and one MLP trial besides
+    linear = [t for t in plan["trials"] if t["family"] == "linear"]
+    linear[0]["params"], linear[1]["params"] = {"C": 1.0}, {"C": 1e-6}
     results = run_trials_locally(path, plan["trials"], parallel=2)
-    assert [r["status"] for r in results] == ["ok", "ok"], results
+    ok = sorted(r["trial_id"] for r in results if r["status"] == "ok")
+    assert ok == ["linear-0", "linear-1", "mlp-0", "xgboost-0"], results
     plan["trial_ids"] = [t["trial_id"] for t in plan["trials"]]
     yield {"folder": folder, "plan": plan, "results": {r["trial_id"]: r for r in results}, "lake": lake}
     env.undo()
@@ -145,6 +143,47 @@ def test_a_challenger_that_regresses_on_a_slice_is_refused_by_name(trained):
     assert failures, document["failures"]
     assert "promotion.max_slice_regression 0.05" in failures[0] and "vs champion" in failures[0]
     assert document["checks"]["slices"]["passed"] is False
+
+
+def test_every_family_records_what_drives_it(trained, example_spec):
+    import mlflow
+
+    features = set(example_spec.feature_columns)
+    for trial_id, result in trained["results"].items():
+        importance = mlflow.artifacts.load_dict(f"runs:/{result['run_id']}/importance.json")
+        assert set(importance["permutation"]) == features, trial_id
+        assert importance["rows"] == rows_for_day(date.fromisoformat(DAYS[-1]))  # the whole holdout day
+        if trial_id == "linear-0":  # a model that learnt: shuffling its strongest feature costs AUC
+            assert max(v["mean"] for v in importance["permutation"].values()) > 0.01
+        if result["family"] == "xgboost":
+            assert set(importance["gain"]) == set(importance["shap_mean_abs"]) <= features
+            assert sum(importance["shap_mean_abs"].values()) > 0
+
+
+def test_the_card_says_why_a_version_is_champion_and_the_cli_prints_it(trained, capsys):
+    from cormorant.card import card_key
+    from cormorant_provider import cli
+
+    client = _client()
+    version = _champion(client)
+    text = trained["lake"].path(card_key(NAME, version)).read_text()
+    assert text.startswith(f"# cormorant.{NAME} v{version}: linear")
+    assert "Status: **champion**. Promotion: promoted: no champion yet" in text
+    assert "- Blessing: passed." in text and "Infra validation: the registered artifact" in text
+    assert "one standard error rule" in text
+    for day in trained["plan"]["train_partitions"]:
+        assert f"| {day} | `" in text
+    for trial_id in ("linear-0 (registered)", "linear-1", "mlp-0", "xgboost-0"):
+        assert f"| {trial_id} |" in text
+    assert "## What drives it" in text and "| contract_type |" in text
+    described = client.get_model_version(f"cormorant.{NAME}", version).description
+    assert described.startswith("linear trained on") and f"model_card/v{version}.md" in described
+    path = _spec_file(trained["folder"])
+    assert cli.main(["card", str(path)]) == 0  # the champion's card, built afresh
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == text.splitlines()[0] and "## The sweep" in printed
+    assert cli.main(["card", str(path), "--version", "99"]) == 2
+    assert f"cormorant.{NAME} has no version '99'" in capsys.readouterr().err
 
 
 def test_infra_validation_names_an_artifact_that_does_not_load_or_scores_differently(trained, tmp_path):
