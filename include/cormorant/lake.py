@@ -446,6 +446,71 @@ class Lake:
                 pass
         return removed
 
+    @contextlib.contextmanager
+    def exclusive(
+        self, key: str, *, timeout_s: float = 900.0, stale_after_s: float = 3600.0, poll_s: float = 0.2
+    ) -> Iterator[None]:
+        """Hold the lake-wide lock ``key`` (one holder at a time, across processes and machines).
+
+        On a local or mounted lake it is an ``flock`` on the file ``key``, released by the kernel when
+        its holder dies. On an object store it is an object created only if absent (a conditional put,
+        S3's ``If-None-Match: *``), removed on release; one left by a holder that died is broken after
+        ``stale_after_s``. Waits up to ``timeout_s``, then raises :class:`TimeoutError` naming the key.
+        """
+        import time
+
+        path = self.path(key)
+        deadline = time.monotonic() + timeout_s
+
+        def wait(holder: str) -> None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {self.uri(key)} still held after {timeout_s:.0f}s (by {holder})")
+            time.sleep(poll_s)
+
+        if self.root.protocol in ("", "file", "local"):
+            import fcntl
+
+            local = Path(path.path)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with open(local, "a+") as handle:
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        wait("another process on this lake")
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        fs, target = path.fs, path.path
+        mine = json.dumps(
+            {"holder": f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex}", "at": time.time()}
+        )
+        while True:
+            try:
+                fs.pipe_file(target, mine.encode(), mode="create")
+                break
+            except (FileExistsError, OSError) as exc:
+                if not fs.exists(target):  # a failure other than "held"
+                    raise OSError(f"cannot create the lock {self.uri(key)}: {exc}") from exc
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    held = json.loads(fs.cat_file(target))
+                    if time.time() - float(held["at"]) > stale_after_s:
+                        log.warning("breaking the stale lock %s held by %s", self.uri(key), held["holder"])
+                        fs.rm_file(target)
+                        continue
+                    wait(held["holder"])
+                    continue
+                wait("unknown")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if fs.cat_file(target).decode() == mine:
+                    fs.rm_file(target)
+
     def write_json(self, key: str, obj: Any) -> str:
         """Write a JSON document atomically; returns its URI."""
         path = self.path(key)

@@ -111,88 +111,91 @@ def register_and_promote(
         "cormorant.run_id": best["run_id"],
         "cormorant.spec_fingerprint": spec.fingerprint,
     }
-    version = _existing_version(client, name, best["run_id"])
-    if version is None:
-        with contextlib.suppress(mlflow.exceptions.MlflowException):  # already registered
-            client.create_registered_model(
-                name, tags={"cormorant.spec": spec.name}, description=spec.description or None
-            )
-        version = mlflow.register_model(best["model_uri"], name, tags=tags)
-        log.info("registered %s version %s from trial %s", name, version.version, best["trial_id"])
-    else:
-        log.info(
-            "trial %s's model (run %s) is already registered as %s version %s; reusing it",
-            best["trial_id"],
-            best["run_id"],
-            name,
-            version.version,
-        )
-
-    holdout = load_frames(spec, lake, plan["holdout_partitions"])
-    candidate_metric = holdout_metric(spec, f"models:/{name}/{version.version}", holdout)
-    champion = current_champion(client, name)
-    champion_metric = None
-    if champion is not None and champion.version != version.version:
-        champion_metric = holdout_metric(spec, f"models:/{name}@{CHAMPION}", holdout)
-    blessing = None
-    if champion is not None and champion.version == version.version:
-        promoted = False
-        reason = "already the champion"
-    else:
-        promoted = is_improvement(
-            candidate_metric,
-            champion_metric,
-            higher_is_better=spec.metric_higher_is_better,
-            min_improvement=spec.training.min_improvement,
-        )
-        reason = (
-            "no champion yet"
-            if champion is None
-            else f"holdout {spec.training.metric} {candidate_metric:.4f} vs champion {champion_metric:.4f}"
-        )
-        blessing = bless(
-            spec,
-            version=str(version.version),
-            model_uri=f"models:/{name}/{version.version}",
-            trained_uri=best["model_uri"],
-            champion_uri=f"models:/{name}/{champion.version}" if champion is not None else None,
-            holdout=holdout,
-        )
-        blessing_uri = keep_blessing(spec, lake, client, name, version, blessing)
-        if not blessing["passed"]:
-            for failure in blessing["failures"]:
-                log.error("%s version %s is not blessed: %s", name, version.version, failure)
-            if promoted:
-                promoted, reason = (
-                    False,
-                    f"blessing failed ({blessing_uri}): " + "; ".join(blessing["failures"]),
-                )
     metric = spec.training.metric
-    client.set_model_version_tag(name, version.version, f"holdout_{metric}", f"{candidate_metric:.6f}")
-    client.set_model_version_tag(
-        name, version.version, "cormorant.holdout", ",".join(plan["holdout_partitions"])
-    )
-    client.set_model_version_tag(
-        name,
-        version.version,
-        "cormorant.promotion",
-        f"{'promoted' if promoted else 'not promoted'}: {reason}",
-    )
-    selection = best.get("selection") or {}
-    if selection:
+    # One registration and promotion of this model at a time, across processes and machines: two
+    # trainings finishing at once would each compare with the same champion and both move the alias.
+    with lake.exclusive(f"{spec.name}/registry/promotion.lock"):
+        version = _existing_version(client, name, best["run_id"])
+        if version is None:
+            with contextlib.suppress(mlflow.exceptions.MlflowException):  # already registered
+                client.create_registered_model(
+                    name, tags={"cormorant.spec": spec.name}, description=spec.description or None
+                )
+            version = mlflow.register_model(best["model_uri"], name, tags=tags)
+            log.info("registered %s version %s from trial %s", name, version.version, best["trial_id"])
+        else:
+            log.info(
+                "trial %s's model (run %s) is already registered as %s version %s; reusing it",
+                best["trial_id"],
+                best["run_id"],
+                name,
+                version.version,
+            )
+
+        holdout = load_frames(spec, lake, plan["holdout_partitions"])
+        candidate_metric = holdout_metric(spec, f"models:/{name}/{version.version}", holdout)
+        champion = current_champion(client, name)
+        champion_metric = None
+        if champion is not None and champion.version != version.version:
+            champion_metric = holdout_metric(spec, f"models:/{name}@{CHAMPION}", holdout)
+        blessing = None
+        if champion is not None and champion.version == version.version:
+            promoted = False
+            reason = "already the champion"
+        else:
+            promoted = is_improvement(
+                candidate_metric,
+                champion_metric,
+                higher_is_better=spec.metric_higher_is_better,
+                min_improvement=spec.training.min_improvement,
+            )
+            reason = (
+                "no champion yet"
+                if champion is None
+                else f"holdout {metric} {candidate_metric:.4f} vs champion {champion_metric:.4f}"
+            )
+            blessing = bless(
+                spec,
+                version=str(version.version),
+                model_uri=f"models:/{name}/{version.version}",
+                trained_uri=best["model_uri"],
+                champion_uri=f"models:/{name}/{champion.version}" if champion is not None else None,
+                holdout=holdout,
+            )
+            blessing_uri = keep_blessing(spec, lake, client, name, version, blessing)
+            if not blessing["passed"]:
+                for failure in blessing["failures"]:
+                    log.error("%s version %s is not blessed: %s", name, version.version, failure)
+                if promoted:
+                    promoted, reason = (
+                        False,
+                        f"blessing failed ({blessing_uri}): " + "; ".join(blessing["failures"]),
+                    )
+        client.set_model_version_tag(name, version.version, f"holdout_{metric}", f"{candidate_metric:.6f}")
+        client.set_model_version_tag(
+            name, version.version, "cormorant.holdout", ",".join(plan["holdout_partitions"])
+        )
         client.set_model_version_tag(
             name,
             version.version,
-            "cormorant.selection",
-            f"{selection['rule']} rule: best CV mean {selection['best_trial']} "
-            f"{selection['best_mean']:.4f} (standard error {selection['standard_error']:.4f}); candidates "
-            f"{', '.join(selection['candidates'])}; the simplest, {best['trial_id']}, chosen",
+            "cormorant.promotion",
+            f"{'promoted' if promoted else 'not promoted'}: {reason}",
         )
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-        log.info("promoted %s version %s to %s: %s", name, version.version, CHAMPION, reason)
-    else:
-        log.info("kept %s; version %s not promoted: %s", CHAMPION, version.version, reason)
+        selection = best.get("selection") or {}
+        if selection:
+            client.set_model_version_tag(
+                name,
+                version.version,
+                "cormorant.selection",
+                f"{selection['rule']} rule: best CV mean {selection['best_trial']} "
+                f"{selection['best_mean']:.4f} (standard error {selection['standard_error']:.4f}); "
+                f"candidates {', '.join(selection['candidates'])}; the simplest, {best['trial_id']}, chosen",
+            )
+        if promoted:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            log.info("promoted %s version %s to %s: %s", name, version.version, CHAMPION, reason)
+        else:
+            log.info("kept %s; version %s not promoted: %s", CHAMPION, version.version, reason)
     champion_now = current_champion(client, name)
     card_uri = publish_card(spec, settings, lake, client, version)
     log.info("model card of %s version %s: %s", name, version.version, card_uri)
