@@ -89,6 +89,12 @@ def model_card(spec: ModelSpec, settings: Settings, lake: Lake, version: str | N
         "run_id": found.run_id,
         "source": found.source,
         "promotion": tags.get("cormorant.promotion", ""),
+        "approval": tags.get("cormorant.approval")
+        or (
+            "awaiting a person's answer (promotion.approval: required)"
+            if tags.get("cormorant.promotion", "").startswith("awaiting approval")
+            else f"{spec.promotion.approval} (promotion.approval)"
+        ),
         "holdout_metric": tags.get(f"holdout_{metric}"),
         "cv_mean": run.data.metrics.get(f"cv_{metric}_mean"),
         "cv_std": run.data.metrics.get(f"cv_{metric}_std"),
@@ -218,7 +224,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- Airflow run: {card['airflow_run_id'] or '– (not run by Airflow)'}",
         f"- MLflow run: {card['run_id']}; artifact: {card['source']}",
         f"- Spec fingerprint: {s['fingerprint']}",
-        "- Approval: automatic (the blessing and the holdout comparison decide).",
+        f"- Approval: {card['approval']}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -77,7 +77,10 @@ def trial_failures(spec: ModelSpec, lake: Lake, plan: dict[str, Any], succeeded:
 def register_and_promote(
     spec: ModelSpec, settings: Settings, lake: Lake, plan: dict[str, Any], results: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Register the best trial and move ``champion`` if it wins; returns a small summary."""
+    """Register the best trial and move ``champion`` if it wins and is blessed; returns a small summary.
+    Where the spec asks for approval, a winner is tagged ``awaiting approval`` instead and the summary
+    says so (``awaiting_approval``, ``decided_against``: the champion it was compared with); the train
+    DAG's approval step then decides (:mod:`cormorant.approval`)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -175,12 +178,12 @@ def register_and_promote(
         client.set_model_version_tag(
             name, version.version, "cormorant.holdout", ",".join(plan["holdout_partitions"])
         )
-        client.set_model_version_tag(
-            name,
-            version.version,
-            "cormorant.promotion",
-            f"{'promoted' if promoted else 'not promoted'}: {reason}",
-        )
+        awaiting = promoted and spec.promotion.approval == "required"
+        if awaiting:
+            promoted = False
+            log.info("%s version %s awaits approval: %s", name, version.version, reason)
+        decision = "awaiting approval" if awaiting else "promoted" if promoted else "not promoted"
+        client.set_model_version_tag(name, version.version, "cormorant.promotion", f"{decision}: {reason}")
         selection = best.get("selection") or {}
         if selection:
             client.set_model_version_tag(
@@ -194,7 +197,7 @@ def register_and_promote(
         if promoted:
             client.set_registered_model_alias(name, CHAMPION, version.version)
             log.info("promoted %s version %s to %s: %s", name, version.version, CHAMPION, reason)
-        else:
+        elif not awaiting:
             log.info("kept %s; version %s not promoted: %s", CHAMPION, version.version, reason)
     champion_now = current_champion(client, name)
     card_uri = publish_card(spec, settings, lake, client, version)
@@ -204,6 +207,8 @@ def register_and_promote(
         "model_name": name,
         "version": str(version.version),
         "promoted": promoted,
+        "awaiting_approval": awaiting,
+        "decided_against": None if champion is None else str(champion.version),
         "reason": reason,
         "champion_version": str(champion_now.version) if champion_now else None,
         "best_trial": best["trial_id"],

@@ -308,12 +308,17 @@ class PromotionSpec(_Strict):
     The registered artifact is always checked in a fresh ONNX Runtime process. Slices are each value of
     each categorical feature and of each column in ``slices``; with ``max_slice_regression`` set (in the
     metric's units), a challenger worse than the champion by more than that on a slice of at least
-    ``min_slice_rows`` rows is refused. ``max_ece`` bounds a classifier's expected calibration error."""
+    ``min_slice_rows`` rows is refused. ``max_ece`` bounds a classifier's expected calibration error.
+    ``approval: required`` puts a person's approval between the blessing and the alias move."""
 
     max_slice_regression: Annotated[float, Field(ge=0)] | None = None
     min_slice_rows: Annotated[int, Field(ge=1)] = 200
     slices: list[str] = Field(default_factory=list)
     max_ece: Annotated[float, Field(gt=0, le=1)] | None = None
+    # "required": a person approves (Airflow's human-in-the-loop step) before the alias moves; no
+    # answer within approval_timeout_minutes rejects.
+    approval: Literal["automatic", "required"] = "automatic"
+    approval_timeout_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 60 * 24 * 3
 
 
 class SchedulesSpec(_Strict):

@@ -245,7 +245,7 @@ def build_spec_dags(
                 retry_delay=timedelta(seconds=trial_retry_delay_s),
                 retry_exponential_backoff=False,
             ).expand(trial=plan.output)
-        RegisterAndPromoteOperator(
+        register = RegisterAndPromoteOperator(
             task_id="register_and_promote",
             spec_path=path,
             plan=plan.output["plan"],
@@ -255,6 +255,20 @@ def build_spec_dags(
             trigger_rule="all_done_min_one_success",
             outlets=[asset["model"]],
         )
+        if spec.promotion.approval == "required":
+            from cormorant_provider.operators.approval import (
+                PromoteApprovedOperator,
+                PromotionApprovalOperator,
+            )
+
+            approve = PromotionApprovalOperator(
+                task_id="approve_promotion",
+                spec_path=path,
+                timeout=timedelta(minutes=spec.promotion.approval_timeout_minutes),
+                retries=0,
+            )
+            promote = PromoteApprovedOperator(task_id="promote", spec_path=path, outlets=[asset["model"]])
+            register >> approve >> promote
     dags[dag.dag_id] = dag
 
     predict_params = {

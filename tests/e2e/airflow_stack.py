@@ -26,6 +26,7 @@ def airflow_stack(
     unpause: tuple[str, ...] = (),
     executor: str = "LocalExecutor",
     celery_workers: int = 0,
+    triggerer: bool = False,
     extra_env: dict[str, str] | None = None,
     timeout_s: float = E2E_TIMEOUT_S,
 ) -> Iterator[dict[str, Any]]:
@@ -66,6 +67,7 @@ def airflow_stack(
             ("scheduler", ["scheduler"]),
             ("dag-processor", ["dag-processor"]),
         ]
+        commands += [("triggerer", ["triggerer"])] if triggerer else []
         commands += [
             (f"worker{i}", ["celery", "worker", "--concurrency", "2", "--celery-hostname", f"worker{i}@%h"])
             for i in range(1, celery_workers + 1)
@@ -127,12 +129,14 @@ def airflow_stack(
                     os.killpg(process.pid, 9)
 
 
-def wait_validated(home: Path, partitions: list[str], timeout_s: float = E2E_TIMEOUT_S) -> None:
+def wait_validated(
+    home: Path, partitions: list[str], timeout_s: float = E2E_TIMEOUT_S, spec: str = "churn"
+) -> None:
     """Validation is triggered by the landed partitions' asset events (one run may carry several); its
     run checks the features and lands and checks the labels in separate tasks: wait for both reports
     (a sweep started between them waits for the labels, minutes, on its retry policy)."""
     reports = [
-        home / "cormorant" / "lake" / "churn" / "reports" / suite / f"ds={p}" / "result.json"
+        home / "cormorant" / "lake" / spec / "reports" / suite / f"ds={p}" / "result.json"
         for p in partitions
         for suite in ("validation", "labels")
     ]
