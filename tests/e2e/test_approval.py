@@ -104,38 +104,27 @@ def test_no_answer_in_time_rejects_and_leaves_no_champion(stack):
     assert version.tags["cormorant.promotion"].startswith("not promoted: no answer")
 
 
-def test_a_rejection_leaves_no_champion_and_says_who(stack):
+def _answer(stack, option):
+    """Train, answer the approval request with ``option`` over REST (an unauthenticated answer is
+    refused first), wait for the run; the version and the champion alias."""
     run_id = trigger_run(stack, f"{SPEC}__train", CONF)
     _awaiting(stack, run_id)
-    answer = requests.patch(
-        _hitl(stack, run_id),
-        json={"chosen_options": ["Reject"]},
-        headers=stack["headers"],
-        timeout=E2E_TIMEOUT_S,
-    )
+    body = {"chosen_options": [option]}
+    assert requests.patch(_hitl(stack, run_id), json=body, timeout=E2E_TIMEOUT_S).status_code == 401
+    answer = requests.patch(_hitl(stack, run_id), json=body, headers=stack["headers"], timeout=E2E_TIMEOUT_S)
     assert answer.ok, answer.text
     assert wait_for_run(stack, f"{SPEC}__train", run_id) == "success"
-    version, champion = _version(stack)
+    return _version(stack)
+
+
+def test_a_rejection_leaves_no_champion_and_says_who(stack):
+    version, champion = _answer(stack, "Reject")
     assert champion is None
     assert version.tags["cormorant.approval"].startswith("rejected by approver at ")
 
 
 def test_an_approval_makes_the_version_champion_and_says_who(stack):
-    run_id = trigger_run(stack, f"{SPEC}__train", CONF)
-    _awaiting(stack, run_id)
-    unauthenticated = requests.patch(
-        _hitl(stack, run_id), json={"chosen_options": ["Approve"]}, timeout=E2E_TIMEOUT_S
-    )
-    assert unauthenticated.status_code == 401
-    answer = requests.patch(
-        _hitl(stack, run_id),
-        json={"chosen_options": ["Approve"]},
-        headers=stack["headers"],
-        timeout=E2E_TIMEOUT_S,
-    )
-    assert answer.ok, answer.text
-    assert wait_for_run(stack, f"{SPEC}__train", run_id) == "success"
-    version, champion = _version(stack)
+    version, champion = _answer(stack, "Approve")
     assert champion == version.version
     assert version.tags["cormorant.approval"].startswith("approved by approver at ")
     assert version.tags["cormorant.promotion"].startswith("promoted: no champion yet (approved by approver")
