@@ -60,6 +60,21 @@ def add_repeat(parser: Any) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per method; the median is kept")
 
 
+def say(label: str, result: dict[str, Any], describe: Any, *, failed: str = "failed") -> dict[str, Any]:
+    """Print one measured method's line, ``describe(result)`` or why it failed; returns ``result``."""
+    print(
+        f"  {label} " + (f"{failed}: {result['error']}" if "error" in result else describe(result)),
+        flush=True,
+    )
+    return result
+
+
+def finish(name: str, results: list[dict[str, Any]], table: str) -> dict[str, Any]:
+    """Print the benchmark's table and keep its results."""
+    print("\n" + table)
+    return keep(name, results, table)
+
+
 def keep(name: str, results: list[dict[str, Any]], table: str) -> dict[str, Any]:
     """Append ``<name>-<timestamp>.json`` and ``.md`` to benchmarks/results; returns what was kept."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, finish, median_run, peak_rss_mb, say, worker_result  # noqa: E402
 
 EVIDENTLY_VENV = ROOT / ".cormorant" / "bench-venvs" / "evidently"
 EVIDENTLY = "evidently==0.7.23"
@@ -199,7 +199,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         print(json.dumps(worker(args.features, Path(args.work))))
         sys.exit(0)
-    from bench_common import keep
 
     results = []
     for n in args.rows:
@@ -209,18 +208,14 @@ def main(argv: list[str] | None = None) -> dict:
             for method in args.methods:
                 runs = [run(method, args.features, work) for _ in range(args.repeat)]
                 result = {"rows_requested": n, "features": args.features, **median_run(runs)}
-                results.append(result)
-                if "error" in result:
-                    print(f"  {n:>11,} x {args.features} {method:<10} failed: {result['error']}", flush=True)
-                else:
-                    print(
-                        f"  {n:>11,} x {args.features} {method:<10} {result['seconds']:>7.2f}s  "
-                        f"peak RSS {result['peak_rss_mb']:>6.0f} MB",
-                        flush=True,
+                results.append(
+                    say(
+                        f"{n:>11,} x {args.features} {method:<10}",
+                        result,
+                        lambda r: f"{r['seconds']:>7.2f}s  peak RSS {r['peak_rss_mb']:>6.0f} MB",
                     )
-    table = render(results)
-    print("\n" + table)
-    return keep("drift", results, table)
+                )
+    return finish("drift", results, render(results))
 
 
 if __name__ == "__main__":

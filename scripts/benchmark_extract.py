@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, finish, median_run, peak_rss_mb, say, worker_result  # noqa: E402
 
 TABLE = "bench_events"
 QUERY = f"SELECT * FROM {TABLE} WHERE event_ts >= '2024-03-01 00:00:00' AND event_ts < '2024-03-02 00:00:00'"
@@ -173,24 +173,22 @@ def main(argv: list[str] | None = None) -> dict:
             for method in args.methods:
                 runs = [run_method(method, dsn, args.memory_limit_gb) for _ in range(args.repeat)]
                 result = {"rows_requested": n, **median_run(runs)}
-                results.append(result)
-                if "error" in result:
-                    print(f"  {method:<13} not run: {result['error']}", flush=True)
-                else:
-                    print(
-                        f"  {method:<13} {result['rows_per_s']:>12,.0f} rows/s  {result['seconds']:>7.1f}s  "
-                        f"peak RSS {result['peak_rss_mb']:>7.0f} MB",
-                        flush=True,
+                results.append(
+                    say(
+                        f"{method:<13}",
+                        result,
+                        lambda r: (
+                            f"{r['rows_per_s']:>12,.0f} rows/s  {r['seconds']:>7.1f}s  "
+                            f"peak RSS {r['peak_rss_mb']:>7.0f} MB"
+                        ),
+                        failed="not run",
                     )
+                )
     finally:
         admin.cursor().execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         admin.close()
 
-    table = render(results)
-    print("\n" + table)
-    from bench_common import keep
-
-    return keep("extract", results, table)
+    return finish("extract", results, render(results))
 
 
 def render(results: list[dict]) -> str:

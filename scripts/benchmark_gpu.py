@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, median_run  # noqa: E402
+from bench_common import add_repeat, finish, median_run, say  # noqa: E402
 
 # A production-sized trial of each family (the example spec's search space is sized for a 2-core demo).
 PARAMS = {
@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"  skipped: {reason}", flush=True)
         return None
     import torch
-    from bench_common import keep
 
     from cormorant.families import trial_threads
 
@@ -156,16 +155,17 @@ def main(argv: list[str] | None = None) -> dict | None:
             for device in ("cpu", "cuda"):
                 result = median_run([run(family, device, data) for _ in range(args.repeat)])
                 sized.append({**result, "rows": rows, "threads": trial_threads(), "gpu": gpu})
-                print(
-                    f"  {family:<8} {device:<5} fit {result['fit_seconds']:7.1f}s  score "
-                    f"{result['score_seconds']:5.1f}s  AUC {result['holdout_roc_auc']:.4f}",
-                    flush=True,
+                say(
+                    f"{family:<8} {device:<5}",
+                    result,
+                    lambda r: (
+                        f"fit {r['fit_seconds']:7.1f}s  score {r['score_seconds']:5.1f}s  "
+                        f"AUC {r['holdout_roc_auc']:.4f}"
+                    ),
                 )
         results += sized
         tables.append(render(sized, rows, trial_threads(), gpu, warm))
-    table = "\n\n".join(tables)
-    print("\n" + table)
-    return keep("gpu", results, table)
+    return finish("gpu", results, "\n\n".join(tables))
 
 
 if __name__ == "__main__":

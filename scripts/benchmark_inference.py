@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, finish, median_run, peak_rss_mb, say, worker_result  # noqa: E402
 
 METHODS = ("native", "onnxruntime", "cormorant")
 DAY = "2024-03-01"
@@ -229,7 +229,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         print(json.dumps(worker(args.worker, args.family, args.rows[0], Path(args.work))))
         sys.exit(0)
-    from bench_common import keep
 
     results = []
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-inference-") as tmp:
@@ -242,15 +241,16 @@ def main(argv: list[str] | None = None) -> dict:
                 for method in METHODS:
                     runs = [run(method, family, n, work) for _ in range(args.repeat)]
                     result = {"rows_requested": n, **median_run(runs)}
-                    results.append(result)
-                    if "error" in result:
-                        print(f"  {family:<8} {n:>10,} {method:<12} failed: {result['error']}", flush=True)
-                    else:
-                        print(
-                            f"  {family:<8} {n:>10,} {method:<12} {result['rows_per_s']:>10,.0f} rows/s "
-                            f"{result['seconds']:>6.2f}s  peak RSS {result['peak_rss_mb']:>6.0f} MB",
-                            flush=True,
+                    results.append(
+                        say(
+                            f"{family:<8} {n:>10,} {method:<12}",
+                            result,
+                            lambda r: (
+                                f"{r['rows_per_s']:>10,.0f} rows/s {r['seconds']:>6.2f}s  "
+                                f"peak RSS {r['peak_rss_mb']:>6.0f} MB"
+                            ),
                         )
+                    )
                 if all("error" not in r for r in results[-len(METHODS) :]):
                     diff = parity(work, family, n)
                     results[-1]["max_abs_diff_vs_onnxruntime"] = diff
@@ -258,9 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
                         f"  {family:<8} {n:>10,} scores: max |cormorant - onnxruntime| = {diff:.2e}",
                         flush=True,
                     )
-    table = render(results)
-    print("\n" + table)
-    return keep("inference", results, table)
+    return finish("inference", results, render(results))
 
 
 if __name__ == "__main__":

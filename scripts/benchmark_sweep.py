@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, median_run  # noqa: E402
+from bench_common import add_repeat, finish, median_run, say  # noqa: E402
 from benchmark_trial import SPEC, _env, setup  # noqa: E402
 
 
@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> dict:
     add_repeat(parser)
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # make bench passes sizes; sweeps use days
     args = parser.parse_args(argv)
-    from bench_common import keep
 
     from cormorant.sweep import local_trial_parallelism
 
@@ -109,19 +108,17 @@ def main(argv: list[str] | None = None) -> dict:
         home = Path(tmp)
         setup(home, days, validated=True)
         for parallel in sorted({1, local_trial_parallelism()}):
-            result = median_run([run(home, days, parallel) for _ in range(args.repeat)])
-            results.append(result)
-            if "error" in result:
-                print(f"  {parallel} at once: failed: {result['error']}", flush=True)
-            else:
-                print(
-                    f"  {parallel} at once: wall {result['seconds']:5.1f}s  compute "
-                    f"{result['compute_seconds']:5.1f}s  vs compute/parallelism {result['vs_ideal']:.2f}x",
-                    flush=True,
+            results.append(
+                say(
+                    f"{parallel} at once:",
+                    median_run([run(home, days, parallel) for _ in range(args.repeat)]),
+                    lambda r: (
+                        f"wall {r['seconds']:5.1f}s  compute {r['compute_seconds']:5.1f}s  "
+                        f"vs compute/parallelism {r['vs_ideal']:.2f}x"
+                    ),
                 )
-    table = render(results)
-    print("\n" + table)
-    return keep("sweep", results, table)
+            )
+    return finish("sweep", results, render(results))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, median_run  # noqa: E402
+from bench_common import add_repeat, finish, median_run, say  # noqa: E402
 
 SPEC = ROOT / "include" / "specs" / "churn.yaml"
 PARAMS = {
@@ -72,20 +72,12 @@ def run(family: str, home: Path, days: list[str]) -> dict:
         seed=7,
         sweep_key="bench",
     )
-    (home / f"{family}.json").write_text(json.dumps(asdict(trial)))
+    from cormorant.trainer import trainer_command
+
     env = {**os.environ, **_env(home), "PYTHONPATH": str(ROOT / "include")}
     out = home / f"{family}-result.json"
-    command = [
-        sys.executable,
-        "-m",
-        "cormorant.trainer",
-        "--spec",
-        str(SPEC),
-        "--trial",
-        f"@{home / f'{family}.json'}",
-    ]
     started = time.perf_counter()
-    proc = subprocess.run([*command, "--output", str(out)], env=env, capture_output=True, text=True)
+    proc = subprocess.run(trainer_command(SPEC, asdict(trial), out), env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         return {"family": family, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -124,7 +116,6 @@ def main(argv: list[str] | None = None) -> dict:
     add_repeat(parser)
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # make bench passes sizes; trials use days
     args = parser.parse_args(argv)
-    from bench_common import keep
 
     days = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(args.days)]
     results = []
@@ -132,19 +123,18 @@ def main(argv: list[str] | None = None) -> dict:
         home = Path(tmp)
         setup(home, days)
         for family in args.families:
-            result = median_run([run(family, home, days) for _ in range(args.repeat)], key="wall_seconds")
-            results.append(result)
-            if "error" in result:
-                print(f"  {family:<8} failed: {result['error']}", flush=True)
-            else:
-                print(
-                    f"  {family:<8} wall {result['wall_seconds']:5.1f}s  "
-                    f"compute {result['compute_seconds']:5.1f}s  fixed {result['fixed_seconds']:5.1f}s",
-                    flush=True,
+            runs = [run(family, home, days) for _ in range(args.repeat)]
+            results.append(
+                say(
+                    f"{family:<8}",
+                    median_run(runs, key="wall_seconds"),
+                    lambda r: (
+                        f"wall {r['wall_seconds']:5.1f}s  compute {r['compute_seconds']:5.1f}s  "
+                        f"fixed {r['fixed_seconds']:5.1f}s"
+                    ),
                 )
-    table = render(results)
-    print("\n" + table)
-    return keep("trial", results, table)
+            )
+    return finish("trial", results, render(results))
 
 
 if __name__ == "__main__":

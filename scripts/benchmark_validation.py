@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, median_run, peak_rss_mb, worker_result  # noqa: E402
+from bench_common import add_repeat, finish, median_run, peak_rss_mb, say, worker_result  # noqa: E402
 
 METHODS = ("pyarrow", "pandas", "cormorant")
 DAY = "2024-03-01"
@@ -192,7 +192,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         print(json.dumps(worker(args.worker, args.rows[0], Path(args.work))))
         sys.exit(0)
-    from bench_common import keep
 
     results = []
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-validation-") as tmp:
@@ -204,18 +203,17 @@ def main(argv: list[str] | None = None) -> dict:
                     "rows_requested": n,
                     **median_run([run(method, n, work) for _ in range(args.repeat)]),
                 }
-                results.append(result)
-                if "error" in result:
-                    print(f"  {n:>10,} {method:<10} failed: {result['error']}", flush=True)
-                else:
-                    print(
-                        f"  {n:>10,} {method:<10} {result['seconds']:>6.2f}s  {result['expectations']} "
-                        f"expectations, {result['failed']} failed  peak RSS {result['peak_rss_mb']:>6.0f} MB",
-                        flush=True,
+                results.append(
+                    say(
+                        f"{n:>10,} {method:<10}",
+                        result,
+                        lambda r: (
+                            f"{r['seconds']:>6.2f}s  {r['expectations']} expectations, {r['failed']} "
+                            f"failed  peak RSS {r['peak_rss_mb']:>6.0f} MB"
+                        ),
                     )
-    table = render(results)
-    print("\n" + table)
-    return keep("validation", results, table)
+                )
+    return finish("validation", results, render(results))
 
 
 if __name__ == "__main__":

@@ -200,21 +200,16 @@ def bless(
     *,
     version: str,
     model_uri: str,
-    trained_uri: str,
     champion_uri: str | None,
     holdout: Any,
+    feed: dict[str, np.ndarray],
+    y: np.ndarray,
+    trained: np.ndarray,
+    champion: np.ndarray | None,
 ) -> dict[str, Any]:
-    """Run every check for the version registered at ``model_uri`` (trained as ``trained_uri``) against
-    the champion at ``champion_uri`` on the ``holdout`` frame; the blessing document."""
-    import mlflow.onnx
-
-    from cormorant.export import onnx_scores, onnx_session
-    from cormorant.features import onnx_feed, target_vector
-
-    feed = onnx_feed(holdout, spec)
-    y = target_vector(holdout, spec)
-    trained = onnx_scores(onnx_session(mlflow.onnx.load_model(trained_uri)), feed)
-    champion = onnx_scores(onnx_session(mlflow.onnx.load_model(champion_uri)), feed) if champion_uri else None
+    """Run every check for the version registered at ``model_uri`` against the champion at
+    ``champion_uri`` on the ``holdout`` frame (its ONNX ``feed`` and targets ``y``), given the scores
+    of the trained model and of the champion there; the blessing document."""
     checks: dict[str, Any] = {"infra": infra_validation(model_uri, feed, trained)}
     failures = [checks["infra"]["failure"]] if not checks["infra"]["passed"] else []
 
@@ -246,7 +241,7 @@ def bless(
     }
 
 
-def keep(spec: Any, lake: Any, client: Any, name: str, version: Any, document: dict[str, Any]) -> str:
+def keep(spec: Any, lake: Any, client: Any, version: Any, document: dict[str, Any]) -> str:
     """Keep the blessing with the version (its run's artifacts, a tag) and in the lake; its lake URI."""
     prefix = blessing_prefix(spec.name, str(version.version))
     uri = lake.write_json(f"{prefix}/blessing.json", document)
@@ -257,8 +252,10 @@ def keep(spec: Any, lake: Any, client: Any, name: str, version: Any, document: d
         )
     client.log_dict(version.run_id, document, f"blessing/v{version.version}.json")
     verdict = "passed" if document["passed"] else "failed: " + "; ".join(document["failures"])
-    client.set_model_version_tag(name, version.version, "cormorant.blessing", verdict[:5000])
-    client.set_model_version_tag(name, version.version, "cormorant.blessing_uri", uri)
+    client.set_model_version_tag(
+        spec.registered_model_name, version.version, "cormorant.blessing", verdict[:5000]
+    )
+    client.set_model_version_tag(spec.registered_model_name, version.version, "cormorant.blessing_uri", uri)
     return uri
 
 

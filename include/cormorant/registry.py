@@ -22,17 +22,13 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
-def holdout_metric(spec: ModelSpec, model_uri: str, holdout: Any) -> float:
+def holdout_scores(model_uri: str, feed: dict[str, Any]) -> Any:
+    """The ONNX model at ``model_uri`` scored on the holdout's feed, in this process."""
     import mlflow.onnx
 
     from cormorant.export import onnx_scores, onnx_session
-    from cormorant.features import onnx_feed, target_vector
-    from cormorant.metrics import compute_metric
 
-    session = onnx_session(mlflow.onnx.load_model(model_uri))
-    return compute_metric(
-        spec.training.metric, target_vector(holdout, spec), onnx_scores(session, onnx_feed(holdout, spec))
-    )
+    return onnx_scores(onnx_session(mlflow.onnx.load_model(model_uri)), feed)
 
 
 def current_champion(client: Any, name: str) -> Any | None:
@@ -87,7 +83,8 @@ def register_and_promote(
     from cormorant.blessing import bless
     from cormorant.blessing import keep as keep_blessing
     from cormorant.card import publish_card
-    from cormorant.metrics import is_improvement, select_best
+    from cormorant.features import onnx_feed, target_vector
+    from cormorant.metrics import compute_metric, is_improvement, select_best
     from cormorant.tracking import configure
     from cormorant.trainer import load_frames
 
@@ -135,12 +132,17 @@ def register_and_promote(
                 version.version,
             )
 
+        # Each model scored once here: the metrics below and the blessing's checks share the scores
+        # (the blessing's infra validation scores the registered artifact again, in a fresh process).
         holdout = load_frames(spec, lake, plan["holdout_partitions"])
-        candidate_metric = holdout_metric(spec, f"models:/{name}/{version.version}", holdout)
+        feed, y = onnx_feed(holdout, spec), target_vector(holdout, spec)
+        candidate_scores = holdout_scores(best["model_uri"], feed)
+        candidate_metric = compute_metric(metric, y, candidate_scores)
         champion = current_champion(client, name)
-        champion_metric = None
+        champion_metric = champion_scores = None
         if champion is not None and champion.version != version.version:
-            champion_metric = holdout_metric(spec, f"models:/{name}@{CHAMPION}", holdout)
+            champion_scores = holdout_scores(f"models:/{name}/{champion.version}", feed)
+            champion_metric = compute_metric(metric, y, champion_scores)
         blessing = None
         if champion is not None and champion.version == version.version:
             promoted = False
@@ -161,11 +163,14 @@ def register_and_promote(
                 spec,
                 version=str(version.version),
                 model_uri=f"models:/{name}/{version.version}",
-                trained_uri=best["model_uri"],
                 champion_uri=f"models:/{name}/{champion.version}" if champion is not None else None,
                 holdout=holdout,
+                feed=feed,
+                y=y,
+                trained=candidate_scores,
+                champion=champion_scores,
             )
-            blessing_uri = keep_blessing(spec, lake, client, name, version, blessing)
+            blessing_uri = keep_blessing(spec, lake, client, version, blessing)
             if not blessing["passed"]:
                 for failure in blessing["failures"]:
                     log.error("%s version %s is not blessed: %s", name, version.version, failure)

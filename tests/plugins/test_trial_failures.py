@@ -16,7 +16,14 @@ from cormorant.config import PROJECT_ROOT
 from cormorant.errors import TrialFailed
 from cormorant.lake import Lake
 from cormorant.synthetic import generate_day
-from cormorant.trainer import EXIT_DETERMINISTIC, Trial, TrialDataError, failure_result, trial_record_key
+from cormorant.trainer import (
+    EXIT_DETERMINISTIC,
+    Trial,
+    TrialDataError,
+    failure_result,
+    trainer_command,
+    trial_record_key,
+)
 
 SPEC = PROJECT_ROOT / "include" / "specs" / "churn.yaml"
 
@@ -51,17 +58,7 @@ def test_the_trainer_names_the_day_and_column_of_bad_data_and_exits_deterministi
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cormorant.trainer",
-            "--spec",
-            str(SPEC),
-            "--trial",
-            json.dumps(trial.__dict__),
-            "--output",
-            str(output),
-        ],
+        trainer_command(SPEC, trial.__dict__, output),
         env=env,
         capture_output=True,
         text=True,
