@@ -74,23 +74,37 @@ def main(argv: list[str] | None = None) -> int:
         kept["drift-memory"] = benchmark_drift.main(
             ["--rows", "10000000", "--features", "30", "--methods", "cormorant", "--repeat", "1"]
         )
-    command = "make bench" + (" ARGS=--full" if args.full else "")
-    sections = [
-        f"Command: `{command}` (each method run {args.repeat} times, the median kept); run "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {time.perf_counter() - began:.0f}s "
-        f"on {machine()}.",
-        *(
-            f"### {name}\n\n{k['table']}\n\n(`benchmarks/results/{k['benchmark']}-{k['at']}.json`)"
-            for name, k in kept.items()
-        ),
-    ]
-    text = "\n\n".join(sections)
-    keep("bench", [{"benchmark": n, "at": k["at"]} for n, k in kept.items()], text)
+    everything = set(args.only) == set(SIZES)
+    command = "make bench" if everything else f"scripts/bench.py --only {' '.join(args.only)}"
+    command += " --full" if args.full and not everything else " ARGS=--full" if args.full else ""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    header = (
+        f"Latest `{command}` (each method run {args.repeat} times, the median kept): {when}, "
+        f"{time.perf_counter() - began:.0f}s, on {machine()}. Each section names the run it comes from."
+    )
+    sections = {
+        name: f"### {name}\n\n{k['table']}\n\n(`{command}`, {when}: "
+        f"`benchmarks/results/{k['benchmark']}-{k['at']}.json`)"
+        for name, k in kept.items()
+    }
+    keep(
+        "bench",
+        [{"benchmark": n, "at": k["at"]} for n, k in kept.items()],
+        "\n\n".join([header, *sections.values()]),
+    )
     doc = DOC.read_text()
     if START in doc and END in doc and not args.no_docs:
-        doc = re.sub(f"{re.escape(START)}.*?{re.escape(END)}", f"{START}\n{text}\n{END}", doc, flags=re.S)
+        # a partial run replaces its own sections and keeps the others (each says which run it is from)
+        block = doc[doc.index(START) + len(START) : doc.index(END)]
+        previous = dict(re.findall(r"(?ms)^### (\S+)\n(.*?)(?=^### |\Z)", block))
+        merged = {**{n: f"### {n}\n{t.rstrip()}" for n, t in previous.items()}, **sections}
+        if everything:
+            merged = sections
+        order = [n for n in modules if n in merged] + [n for n in merged if n not in modules]
+        text = "\n\n".join([header, *(merged[n] for n in order)])
+        doc = doc.replace(block, f"\n{text}\n")
         DOC.write_text(doc)
-        print(f"docs/benchmarks.md: the latest run written between the {START} markers")
+        print(f"docs/benchmarks.md: this run's sections written between the {START} markers")
     return 0
 
 

@@ -13,6 +13,12 @@ peak RSS is its own:
   ColumnTransformer, then ``Booster.inplace_predict`` for XGBoost, the torch module or the scikit-learn
   model; fitted again before the clock, deterministically), over the whole partition, written to Parquet
 - ``onnxruntime``: the same ONNX model through ``InferenceSession.run`` on the whole partition, written
+- ``reasons`` and ``reasons-approx``: Cormorant's path with ``predict.reason_codes: 3``, exact and
+  ``reason_method: approximate`` (the cost of per-row reason codes: XGBoost's ``pred_contribs``, the
+  linear family's coefficients; the MLP has none, so it is not run), the explainer kept on a run of a
+  scratch MLflow store as a trial keeps it. Exact TreeSHAP runs at a few thousand rows/s on 2 cores, so
+  these run on a partition of their own (``--reason-rows``, 100k), beside ``native`` and ``cormorant``
+  on the same partition
 
 It prints rows/s, peak RSS and the ratio against ``native`` measured in the same run, checks that
 Cormorant's scores equal ONNX Runtime's on the same model (max |difference|), and keeps the results in
@@ -34,6 +40,16 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 from bench_common import add_repeat, finish, median_run, peak_rss_mb, say, worker_result  # noqa: E402
 
 METHODS = ("native", "onnxruntime", "cormorant")
+REASON_METHODS = ("native", "cormorant", "reasons", "reasons-approx")
+EXPLAINED = ("xgboost", "linear")  # the families with per-row reason codes
+
+
+def _tracking(work: Path) -> None:
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+
+
 DAY = "2024-03-01"
 
 
@@ -65,7 +81,7 @@ def _frame(rows: int):
 PARAMS = {"xgboost": {"n_estimators": 100, "max_depth": 6}, "mlp": {"epochs": 3}, "linear": {}}
 
 
-def fit_model(family: str):
+def fit_model(family: str, *, matrix: bool = False):
     """The benchmark's model of a family: 20k rows of the example data, fixed seed (deterministic)."""
     from cormorant import families as fam
     from cormorant.features import FittedPreprocessor, target_vector
@@ -75,7 +91,7 @@ def fit_model(family: str):
     pre = FittedPreprocessor(spec, train)
     X = pre.transform(train)
     trained = fam.fit(family, X, target_vector(train, spec), PARAMS[family], classification=True, seed=0)
-    return pre, trained, X.shape[1]
+    return (pre, trained, X.shape[1], X) if matrix else (pre, trained, X.shape[1])
 
 
 def setup(work: Path, rows: list[int], families: list[str]) -> None:
@@ -83,15 +99,23 @@ def setup(work: Path, rows: list[int], families: list[str]) -> None:
     import mlflow.onnx
     import pyarrow as pa
 
+    from cormorant.explain import log_explainer
     from cormorant.export import export_model
     from cormorant.lake import Lake
     from cormorant.validation import validation_report_key
     from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
 
     spec = _spec()
+    _tracking(work)
+    runs = {}
     for family in families:
-        pre, trained, width = fit_model(family)
+        pre, trained, width, X = fit_model(family, matrix=True)
         mlflow.onnx.save_model(export_model(pre, trained, spec, width), work / f"model-{family}")
+        if family in EXPLAINED:
+            with mlflow.start_run() as run:
+                log_explainer(spec, trained, pre, X)
+            runs[family] = run.info.run_id
+    (work / "runs.json").write_text(json.dumps(runs))
     for n in rows:
         lake = Lake(work / f"lake-{n}")
         table = pa.Table.from_pandas(_frame(n), preserve_index=False)
@@ -143,8 +167,15 @@ def worker(method: str, family: str, rows: int, work: Path) -> dict:
     started = time.perf_counter()  # ONNX models are loaded on the clock, as a batch job does
     if method == "onnxruntime":
         session = onnx_session(mlflow.onnx.load_model(str(work / f"model-{family}")))
-    if method == "cormorant":
+    if method in ("cormorant", "reasons", "reasons-approx"):
         model = {"name": "bench", "version": "1", "run_id": "bench", "uri": str(work / f"model-{family}")}
+        if method.startswith("reasons"):
+            from cormorant.spec import PredictSpec
+
+            _tracking(work)
+            model["run_id"] = json.loads((work / "runs.json").read_text())[family]
+            how = "approximate" if method == "reasons-approx" else "exact"
+            spec = spec.model_copy(update={"predict": PredictSpec(reason_codes=3, reason_method=how)})
         manifest = predict_partition(spec, lake, DAY, model)
         scores = lake.read(predictions_dataset(spec), DAY, columns=["score"]).column("score")
         seconds = time.perf_counter() - started
@@ -209,7 +240,11 @@ def render(results: list[dict]) -> str:
             None,
         )
         ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else "–"
-        name = f"**{r['method']}**" if r["method"] == "cormorant" else r["method"]
+        name = {
+            "cormorant": "**cormorant**",
+            "reasons": "cormorant + 3 reason codes (exact)",
+            "reasons-approx": "cormorant + 3 reason codes (approximate)",
+        }.get(r["method"], r["method"])
         lines.append(
             f"| {r['family']} | {r['rows_requested']:,} | {name} | {r['rows_per_s']:,.0f} | "
             f"{r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {ratio} |"
@@ -222,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     add_repeat(parser)
     parser.add_argument("--families", nargs="+", default=["xgboost", "mlp", "linear"])
+    parser.add_argument("--reason-rows", type=int, default=100_000, help="rows of the reason codes' run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -234,11 +270,14 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-inference-") as tmp:
         work = Path(tmp)
         began = time.perf_counter()
-        setup(work, args.rows, args.families)
+        setup(work, [*args.rows, args.reason_rows], args.families)
         print(f"models trained and partitions written in {time.perf_counter() - began:.0f}s", flush=True)
-        for n in args.rows:
+        for n in [*args.rows, args.reason_rows]:
             for family in args.families:
-                for method in METHODS:
+                methods = REASON_METHODS if n == args.reason_rows else METHODS
+                if n == args.reason_rows and family not in EXPLAINED:
+                    continue
+                for method in methods:
                     runs = [run(method, family, n, work) for _ in range(args.repeat)]
                     result = {"rows_requested": n, **median_run(runs)}
                     results.append(
@@ -251,9 +290,11 @@ def main(argv: list[str] | None = None) -> dict:
                             ),
                         )
                     )
-                if all("error" not in r for r in results[-len(METHODS) :]):
+                if n != args.reason_rows and all("error" not in r for r in results[-len(methods) :]):
                     diff = parity(work, family, n)
-                    results[-1]["max_abs_diff_vs_onnxruntime"] = diff
+                    next(r for r in results[::-1] if r["method"] == "cormorant")[
+                        "max_abs_diff_vs_onnxruntime"
+                    ] = diff
                     print(
                         f"  {family:<8} {n:>10,} scores: max |cormorant - onnxruntime| = {diff:.2e}",
                         flush=True,

@@ -30,7 +30,8 @@ class Settings:
     lake_uri: str
     lake_conn_id: str | None
     mlflow_tracking_uri: str
-    mlflow_artifact_uri: str
+    # None: the tracking server's own artifact store (an MLflow server proxies it: mlflow-artifacts:/)
+    mlflow_artifact_uri: str | None
     trial_backend: str
     trial_retry_delay_s: int = 60
 
@@ -44,15 +45,17 @@ class Settings:
             raise ValueError(
                 f"CORMORANT_TRIAL_BACKEND must be one of {', '.join(TRIAL_BACKENDS)}; found {backend!r}"
             )
+        tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        served = tracking_uri.startswith(("http://", "https://", "databricks"))
         return cls(
             home=home,
             specs_dir=Path(env.get("CORMORANT_SPECS_DIR") or PROJECT_ROOT / "include" / "specs"),
             lake_uri=env.get("CORMORANT_LAKE_URI") or (home / "lake").as_uri(),
             lake_conn_id=env.get("CORMORANT_LAKE_CONN_ID") or None,
-            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            mlflow_tracking_uri=tracking_uri,
+            # beside a local store, a local folder; with a tracking server, wherever the server keeps them
             mlflow_artifact_uri=env.get("CORMORANT_MLFLOW_ARTIFACT_URI")
-            or (home / "mlflow" / "artifacts").as_uri(),
+            or (None if served else (home / "mlflow" / "artifacts").as_uri()),
             trial_backend=backend,
             trial_retry_delay_s=int(env.get("CORMORANT_TRIAL_RETRY_DELAY_S", "60")),
         )

@@ -121,6 +121,11 @@ class FittedPreprocessor:
         self._session = onnx_session(self.onnx)
         self._output = self.onnx.graph.output[0].name
 
+    @property
+    def output_name(self) -> str:
+        """The ONNX graph's output: the preprocessed matrix (a tensor inside the exported model)."""
+        return self._output
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         (matrix,) = self._session.run([self._output], onnx_feed(frame, self.spec))
         return np.asarray(matrix, dtype=np.float32)

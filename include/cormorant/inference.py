@@ -109,6 +109,66 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
             yield item
 
 
+class ReasonCodes:
+    """What ``predict.reason_codes`` adds to a prediction batch (:mod:`cormorant.explain`): nothing when
+    it is 0; the top features per row when the model has an explainer; null columns, with a warning
+    saying why, when it has none (an MLP, or a model trained before reason codes)."""
+
+    def __init__(self, spec: ModelSpec, model: dict[str, Any]):
+        from cormorant.explain import APPROXIMATE, Explainer, reason_columns
+
+        self.k = spec.predict.reason_codes
+        self.features = list(spec.feature_columns)
+        self.names = reason_columns(self.k)
+        self.explainer = Explainer.load(model["run_id"]) if self.k else None
+        self.outputs = ["score"]
+        self.approximate = False
+        self.source: dict[str, Any] = {}
+        if not self.k:
+            return
+        if self.explainer is None:
+            why = (
+                f"model {model['name']} v{model['version']} has no per-row explainer (the MLP family has "
+                f"none; a model trained before reason codes neither): the reason columns are null"
+            )
+            log.warning("spec %r, predict.reason_codes %d: %s", spec.name, self.k, why)
+            self.source = {"reason_codes": {"k": self.k, "unavailable": why}}
+        else:
+            self.outputs.append(self.explainer.features_tensor)
+            self.approximate = (
+                spec.predict.reason_method == "approximate" and self.explainer.booster is not None
+            )
+            method = APPROXIMATE if self.approximate else self.explainer.document["method"]
+            self.source = {"reason_codes": {"k": self.k, "method": method}}
+
+    def scoring_model(self, onnx_model: Any) -> Any:
+        """The ONNX model to score with: with the preprocessed matrix as a second output when it is
+        explained."""
+        if self.explainer is None:
+            return onnx_model
+        from cormorant.explain import with_features_output
+
+        width = len(self.explainer.document["slot_features"])
+        return with_features_output(onnx_model, self.explainer.features_tensor, width)
+
+    def columns(self, outputs: list[Any], rows: int) -> dict[str, pa.Array]:
+        if not self.k:
+            return {}
+        from cormorant.explain import top_reasons
+
+        if self.explainer is None or not rows:
+            return {
+                c: pa.nulls(rows, pa.float64() if c.endswith("_contribution") else pa.string())
+                for c in self.names
+            }
+        contributions, _ = self.explainer.contributions(outputs[1], approximate=self.approximate)
+        found = top_reasons(contributions, self.features, self.k)
+        return {
+            c: pa.array(found[c], type=pa.float64() if c.endswith("_contribution") else pa.string())
+            for c in self.names
+        }
+
+
 @ledger.timed("batch scoring")
 def predict_partition(
     spec: ModelSpec,
@@ -126,13 +186,15 @@ def predict_partition(
     import mlflow.onnx
     import numpy as np
 
-    from cormorant.export import onnx_scores, onnx_session
+    from cormorant.export import onnx_session
     from cormorant.features import arrow_feed
     from cormorant.warehouse import raw_dataset
 
     raw = raw_dataset(spec)
     manifest = require_scorable(spec, lake, partition)
-    session = onnx_session(mlflow.onnx.load_model(model["uri"]))
+    onnx_model = mlflow.onnx.load_model(model["uri"])
+    reasons = ReasonCodes(spec, model)
+    session = onnx_session(reasons.scoring_model(onnx_model))
     passthrough = [*spec.source.key_columns, spec.source.partition_column]
     columns = list(dict.fromkeys([*passthrough, *spec.feature_columns]))
     raw_types = {f["name"] for f in manifest.schema}
@@ -151,13 +213,15 @@ def predict_partition(
     def batches() -> Iterator[pa.RecordBatch]:
         # The next batch is read and converted while ONNX Runtime scores this one (it releases the GIL).
         for batch, feed in prefetched(fed()):
-            scores = onnx_scores(session, feed) if batch.num_rows else np.empty(0)
+            outputs = session.run(reasons.outputs, feed) if batch.num_rows else [np.empty(0)]
+            scores = np.asarray(outputs[0], dtype="float64").reshape(-1)
             arrays = {c: batch.column(c) for c in passthrough}
             arrays["score"] = pa.array(scores, type=pa.float64())
             if spec.is_classification:
                 arrays["label"] = pa.array((scores >= 0.5).astype("int64"), type=pa.int64())
             arrays["model_name"] = pa.repeat(pa.scalar(model["name"], pa.string()), batch.num_rows)
             arrays["model_version"] = pa.repeat(pa.scalar(model["version"], pa.string()), batch.num_rows)
+            arrays.update(reasons.columns(outputs, batch.num_rows))
             yield pa.RecordBatch.from_pydict(arrays)
 
     out = lake.write_partition(
@@ -165,7 +229,7 @@ def predict_partition(
         partition,
         batches(),
         partition_column=spec.source.partition_column,
-        source={"raw_content_hash": manifest.content_hash, "model": model},
+        source={"raw_content_hash": manifest.content_hash, "model": model, **reasons.source},
         lineage=lineage,
     )
     log.info(

@@ -321,6 +321,18 @@ class PromotionSpec(_Strict):
     approval_timeout_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 60 * 24 * 3
 
 
+class PredictSpec(_Strict):
+    """Batch scoring. ``reason_codes: K`` adds, per row, the K features that push its score most and by
+    how much (``reason_1`` .. ``reason_K`` with ``reason_i_contribution``, in the model's margin units):
+    for XGBoost (its own ``pred_contribs``) and the linear family, null for the MLP (see
+    :mod:`cormorant.explain`). ``reason_method: approximate`` trades XGBoost's exact TreeSHAP for its
+    path attribution (``approx_contribs``: about 80x faster, also summing to the margin, but not SHAP
+    values); the linear family is exact either way. docs/benchmarks.md gives the cost."""
+
+    reason_codes: Annotated[int, Field(ge=0, le=20)] = 0
+    reason_method: Literal["exact", "approximate"] = "exact"
+
+
 class SchedulesSpec(_Strict):
     """Nightly cron expressions, in source.timezone. Downstream stages also run as soon as their input
     asset lands; their cron is the nightly safety net, staggered after ingest."""
@@ -363,6 +375,7 @@ class ModelSpec(_Strict):
     drift: DriftSpec = Field(default_factory=DriftSpec)
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    predict: PredictSpec = Field(default_factory=PredictSpec)
 
     @field_validator("name")
     @classmethod
@@ -381,6 +394,11 @@ class ModelSpec(_Strict):
             )
         if self.target.column in self.feature_columns:
             raise ValueError(f"target.column {self.target.column!r} is also a feature")
+        if self.predict.reason_codes > len(self.feature_columns):
+            raise ValueError(
+                f"predict.reason_codes {self.predict.reason_codes} asks for more reasons than the spec has "
+                f"features ({len(self.feature_columns)})"
+            )
         if self.training.holdout_days >= self.training.window_days:
             raise ValueError("training.holdout_days must be smaller than training.window_days")
         if not self.labels_inline and not self.source.key_columns:

@@ -33,7 +33,8 @@ def ensure_experiment(spec: ModelSpec, settings: Settings) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        location = f"{settings.mlflow_artifact_uri.rstrip('/')}/{spec.name}"
+        root = settings.mlflow_artifact_uri
+        location = f"{root.rstrip('/')}/{spec.name}" if root else None
         return client.create_experiment(
             spec.experiment_name, artifact_location=location, tags={"cormorant.spec": spec.name}
         )

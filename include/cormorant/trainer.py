@@ -201,6 +201,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
 
     from cormorant import families
     from cormorant.drift import build_reference
+    from cormorant.explain import log_explainer
     from cormorant.export import export_model, onnx_scores, onnx_session
     from cormorant.features import FittedPreprocessor, onnx_feed, target_vector
     from cormorant.importance import feature_importance
@@ -265,6 +266,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         refit_seconds = time.monotonic() - refit_started
         ledger.add("fitting and scoring", time.time() - refit_seconds, time.time(), trial=trial.trial_id)
         onnx_model = export_model(pre, fitted, spec, X_train.shape[1])
+        log_explainer(spec, fitted, pre, X_train)  # per-row reason codes at scoring time
         session = onnx_session(onnx_model)
         scoring_started = time.monotonic()
         holdout_scores = onnx_scores(session, onnx_feed(holdout, spec))

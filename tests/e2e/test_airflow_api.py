@@ -32,8 +32,14 @@ def airflow(tmp_path_factory):
         [date(2024, 2, 27), date(2024, 2, 28), date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 5)],
     )
     stages = ("ingest", "validate", "train", "predict", "drift")
+    lineage = {  # the openlineage provider's file transport: one JSON event per line
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(home / "openlineage.jsonl"), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "cormorant-e2e",
+    }
     with airflow_stack(
-        home, users={"svc-fraud": PASSWORD}, unpause=tuple(f"churn__{s}" for s in stages)
+        home, users={"svc-fraud": PASSWORD}, unpause=tuple(f"churn__{s}" for s in stages), extra_env=lineage
     ) as stack:
         stop_nightly_runs(stack, "churn__train")
         yield stack
@@ -136,6 +142,48 @@ def test_train_predict_and_drift_results_read_back_over_rest(airflow, monkeypatc
     ).json()
     assert signal["state"] == "skipped"
     assert _local(verdict["html_uri"]).exists()
+
+    # A lineage backend (here the openlineage provider's file transport) sees the chain: warehouse table
+    # -> lake dataset -> model version -> predictions -> drift reports.
+    folder = airflow["home"] / "cormorant" / "lake"
+    raw = ("file", str(folder / "churn" / "raw"))
+    model = (airflow["env"]["MLFLOW_TRACKING_URI"], f"models/{summary['model_name']}/{summary['version']}")
+    predictions = ("file", str(folder / "churn" / "predictions"))
+    expected = {
+        "churn__ingest.warehouse_to_lake": (
+            [(f"sqlite://{airflow['home'] / 'warehouse.db'}", "customer_activity")],
+            [raw],
+        ),
+        "churn__validate.validate_partition": ([raw], [("file", str(folder / "churn/reports/validation"))]),
+        "churn__train.register_and_promote": ([raw], [model]),
+        "churn__predict.batch_inference": ([raw, model], [predictions]),
+        "churn__drift.drift_check": (
+            [raw, predictions, model],
+            [("file", str(folder / "churn/reports/drift"))],
+        ),
+    }
+    deadline = time.monotonic() + E2E_TIMEOUT_S
+    while True:  # the listener sends each event as its task ends
+        seen = _lineage_events(airflow["home"] / "openlineage.jsonl")
+        if set(expected) <= set(seen) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for job, (inputs, outputs) in expected.items():
+        assert job in seen, f"no COMPLETE OpenLineage event for {job}; seen {sorted(seen)}"
+        assert seen[job] == (inputs, outputs), job
+    assert PASSWORD not in (airflow["home"] / "openlineage.jsonl").read_text()
+
+
+def _lineage_events(path: Path) -> dict[str, tuple[list, list]]:
+    """The last COMPLETE event's (inputs, outputs) of each job in an OpenLineage file transport's log."""
+    seen = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        event = json.loads(line)
+        if event.get("eventType") == "COMPLETE" and event["job"]["namespace"] == "cormorant-e2e":
+            seen[event["job"]["name"]] = tuple(
+                [(d["namespace"], d["name"]) for d in event.get(side) or []] for side in ("inputs", "outputs")
+            )
+    return seen
 
 
 def _backfill(airflow, first: str, last: str, timeout_s: float = E2E_TIMEOUT_S) -> list[dict]:

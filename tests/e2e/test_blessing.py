@@ -279,3 +279,64 @@ def test_two_trainings_finishing_at_once_do_not_both_become_champion(trained, tm
         assert compared[0] != compared[1], summaries
     best = max(summaries, key=lambda s: s["holdout_metric"])
     assert _champion(client) == best["version"], summaries
+
+
+@pytest.mark.parametrize(
+    ("trial_id", "method"),
+    [("xgboost-0", "exact"), ("xgboost-0", "approximate"), ("linear-0", "exact"), ("mlp-0", "exact")],
+)
+def test_reason_codes_name_the_features_that_add_up_to_each_score(trained, trial_id, method):
+    """``predict.reason_codes: 3``: each prediction names the three features that push its score most;
+    for XGBoost and the linear family every feature's contribution plus the bias is the served score's
+    margin, row by row; an MLP's reason columns are null and the predictions say why."""
+    import mlflow.onnx
+
+    from cormorant.explain import Explainer, reason_columns, with_features_output
+    from cormorant.export import onnx_session
+    from cormorant.features import arrow_feed
+    from cormorant.inference import predict_partition, predictions_dataset
+    from cormorant.spec import PredictSpec
+    from cormorant.warehouse import raw_dataset
+
+    spec = load_spec(_spec_file(trained["folder"])).model_copy(
+        update={"predict": PredictSpec(reason_codes=3, reason_method=method)}
+    )
+    result, lake, day = trained["results"][trial_id], trained["lake"], DAYS[-1]
+    model = {
+        "name": f"cormorant.{NAME}",
+        "version": "0",
+        "run_id": result["run_id"],
+        "uri": result["model_uri"],
+    }
+    manifest = predict_partition(spec, lake, day, model)
+    predictions = lake.read(predictions_dataset(spec), day).to_pandas()
+    assert predictions.columns[-6:].tolist() == reason_columns(3)
+    assert len(predictions) == manifest.row_count == rows_for_day(date.fromisoformat(day))
+    reasons = predictions[reason_columns(3)]
+    if result["family"] == "mlp":
+        assert reasons.isna().all().all()
+        assert "no per-row explainer" in manifest.source["reason_codes"]["unavailable"]
+        return
+    expected = {"xgboost": "XGBoost pred_contribs (TreeSHAP)", "linear": "coefficient x (value"}
+    if method == "approximate":
+        expected["xgboost"] = "XGBoost pred_contribs with approx_contribs"
+    assert manifest.source["reason_codes"]["method"].startswith(expected[result["family"]])
+    assert reasons.notna().all().all()
+    features = set(spec.feature_columns)
+    named = predictions[["reason_1", "reason_2", "reason_3"]].to_numpy()
+    assert set(named.ravel()) <= features and all(len(set(row)) == 3 for row in named)
+    sizes = predictions[[f"reason_{i}_contribution" for i in (1, 2, 3)]].abs().to_numpy()
+    assert (sizes[:, 0] >= sizes[:, 1]).all() and (sizes[:, 1] >= sizes[:, 2]).all()
+    # exact: every feature's contribution + the bias is the margin of the score that was served
+    explainer = Explainer.load(result["run_id"])
+    onnx_model = mlflow.onnx.load_model(result["model_uri"])
+    width = len(explainer.document["slot_features"])
+    session = onnx_session(with_features_output(onnx_model, explainer.features_tensor, width))
+    table = lake.read(raw_dataset(spec), day)
+    scores, X = session.run(["score", explainer.features_tensor], arrow_feed(table, spec))
+    contributions, bias = explainer.contributions(X, approximate=method == "approximate")
+    margin = contributions.sum(axis=1) + bias
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), predictions["score"], atol=1e-5)
+    np.testing.assert_allclose(scores.reshape(-1), predictions["score"], atol=1e-6)
+    top = np.abs(contributions).max(axis=1)
+    np.testing.assert_allclose(sizes[:, 0], top, rtol=1e-9)

@@ -85,3 +85,51 @@ def test_source_table_param_reads_another_table_with_the_same_columns(operator_e
 
     with pytest.raises(AirflowFailException, match="not a plain SQL identifier"):  # no retry can fix it
         bad.execute(task_context("2024-03-01"))
+
+
+def test_operators_name_what_they_read_and_wrote_for_openlineage(operator_env, monkeypatch):
+    """The facets the openlineage provider's listener asks each operator for: warehouse table -> lake
+    dataset -> model version -> predictions; a failed task reports what it read and nothing written."""
+    import json
+
+    from support import pg_connection, scratch_database
+
+    from cormorant.lineage import lake_dataset, model_version
+    from cormorant_provider.operators.inference import BatchInferenceOperator
+    from cormorant_provider.operators.registry import RegisterAndPromoteOperator
+
+    def names(datasets):
+        return [(d.namespace, d.name) for d in datasets]
+
+    lake = ("file", str(operator_env / "lake"))
+    warehouse = {"conn_type": "sqlite", "host": str(operator_env / "w.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_CORMORANT_WAREHOUSE", json.dumps(warehouse))
+    ingest = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC).get_openlineage_facets_on_complete(
+        None
+    )
+    assert names(ingest.inputs) == [(f"sqlite://{operator_env / 'w.db'}", "customer_activity")]
+    assert names(ingest.outputs) == [("file", f"{lake[1]}/churn/raw")]
+    with scratch_database("cormorant_ol") as database:  # PostgreSQL: named by the provider's SQL parser
+        monkeypatch.setenv("AIRFLOW_CONN_PG_WAREHOUSE", pg_connection(database))
+        op = WarehouseToLakeOperator(task_id="ingest", spec_path=SPEC, conn_id="pg_warehouse")
+        found = op.get_openlineage_facets_on_complete(None)
+        assert names(found.inputs) == [("postgres://127.0.0.1:5432", f"{database}.public.customer_activity")]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://svc:s3cret@mlflow.internal:5000")
+    register = RegisterAndPromoteOperator(task_id="register", spec_path=SPEC, plan={}, results=[])
+    register.registered = "7"
+    assert names(register.get_openlineage_facets_on_complete(None).outputs) == [
+        ("http://mlflow.internal:5000", "models/cormorant.churn/7")  # no credentials in a name
+    ]
+    predict = BatchInferenceOperator(task_id="batch_inference", spec_path=SPEC)
+    predict.scored_with = "7"
+    scored = predict.get_openlineage_facets_on_complete(None)
+    assert names(scored.inputs) == [
+        ("file", f"{lake[1]}/churn/raw"),
+        ("http://mlflow.internal:5000", "models/cormorant.churn/7"),
+    ]
+    assert names(scored.outputs) == [("file", f"{lake[1]}/churn/predictions")]
+    failed = predict.get_openlineage_facets_on_failure(None)
+    assert names(failed.inputs) == names(scored.inputs) and failed.outputs == []
+    assert lake_dataset("s3://bucket/lake/churn/raw") == ("s3://bucket", "lake/churn/raw")
+    assert model_version("sqlite:////tmp/m.db", "m", 1) == ("sqlite:////tmp/m.db", "models/m/1")

@@ -146,3 +146,60 @@ class CormorantOperator(BaseOperator):
         """Attach ``extra`` (references only) to the events of this task's outlet assets."""
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = extra
+
+    # -- OpenLineage: the openlineage provider's listener calls these once the task ends (nothing runs
+    # unless a transport is configured). Each operator names what it read and wrote in openlineage_io.
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        """(inputs, outputs), each an OpenLineage dataset or a ``(namespace, name)`` pair
+        (:mod:`cormorant.lineage`)."""
+        return [], []
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        return self._operator_lineage(wrote=True)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return self._operator_lineage(wrote=False)  # what it read; a failed task commits nothing
+
+    def _operator_lineage(self, *, wrote: bool) -> Any:
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        def dataset(found: Any) -> Any:
+            return Dataset(namespace=found[0], name=found[1]) if isinstance(found, tuple) else found
+
+        inputs, outputs = self.openlineage_io()
+        return OperatorLineage(
+            inputs=[dataset(d) for d in inputs], outputs=[dataset(d) for d in outputs] if wrote else []
+        )
+
+    def lake_dataset(self, dataset: str) -> tuple[str, str]:
+        from cormorant.lineage import lake_dataset
+
+        return lake_dataset(self.lake.uri(dataset))
+
+    def model_dataset(self, version: str | None) -> list[tuple[str, str]]:
+        from cormorant.lineage import model_version
+
+        if version is None:
+            return []
+        return [model_version(self.settings.mlflow_tracking_uri, self.spec.registered_model_name, version)]
+
+    @staticmethod
+    def sql_datasets(hook: Any, conn_id: str, relation: Any) -> list[Any]:
+        """The tables a source relation (a spec's ``table`` or ``sql``) reads, named by the openlineage
+        provider's SQL parser through the hook (PostgreSQL, Redshift); an SQLite table by its file."""
+        from airflow.providers.openlineage.sqlparser import SQLParser, get_openlineage_facets_with_sql
+
+        from cormorant.lineage import sqlite_table
+
+        sql = relation.sql or f"SELECT * FROM {relation.table}"
+        connection = hook.get_connection(conn_id)
+        if connection.conn_type == "sqlite":
+            tables = SQLParser(dialect="sqlite").parse(sql)
+            return [
+                sqlite_table(connection.host, t.qualified_name) for t in (tables.in_tables if tables else [])
+            ]
+        found = get_openlineage_facets_with_sql(
+            hook=hook, sql=sql, conn_id=conn_id, database=None, use_connection=False, connection=connection
+        )
+        return list(found.inputs) if found else []

@@ -19,12 +19,27 @@ class DriftCheckOperator(CormorantOperator):
 
     ui_color = "#f6ddcc"
 
+    checked_with: str | None = None  # the model version whose reference it compared with (OpenLineage)
+
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from cormorant.inference import predictions_dataset
+        from cormorant.warehouse import raw_dataset
+
+        inputs = [
+            self.lake_dataset(raw_dataset(self.spec)),
+            self.lake_dataset(predictions_dataset(self.spec)),
+        ]
+        inputs += self.model_dataset(self.checked_with)
+        return inputs, [self.lake_dataset(f"{self.spec.name}/reports/drift")]
+
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.drift import check_partition
 
         def check(partition: str) -> dict[str, Any]:
             report = check_partition(self.spec, self.lake, partition, self.settings)
+            version = (report.get("model") or {}).get("version")
+            self.checked_with = None if version is None else str(version)
             self.log.info(
                 "Drift %s: %s; drifted features %s; report %s",
                 partition,

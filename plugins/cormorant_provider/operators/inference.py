@@ -33,6 +33,15 @@ class BatchInferenceOperator(CormorantOperator):
         self.model_alias = model_alias
         self.model_version = model_version
 
+    scored_with: str | None = None  # the model version this run scored with (for OpenLineage)
+
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from cormorant.inference import predictions_dataset
+        from cormorant.warehouse import raw_dataset
+
+        inputs = [self.lake_dataset(raw_dataset(self.spec)), *self.model_dataset(self.scored_with)]
+        return inputs, [self.lake_dataset(predictions_dataset(self.spec))]
+
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.inference import predict_partition, predictions_dataset, resolve_model
@@ -40,6 +49,7 @@ class BatchInferenceOperator(CormorantOperator):
         model = resolve_model(
             self.spec, self.settings, alias=self.model_alias, version=self.model_version or None
         )
+        self.scored_with = model["version"]
 
         def score(partition: str) -> dict[str, Any]:
             manifest = predict_partition(

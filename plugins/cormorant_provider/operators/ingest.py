@@ -115,6 +115,14 @@ class WarehouseToLakeOperator(CormorantOperator):
             lineage=self.lineage(context),
         )
 
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from cormorant.warehouse import raw_dataset
+
+        conn_id = self.conn_id or self.spec.source.conn_id
+        return self.sql_datasets(self.hook, conn_id, self.spec.source), [
+            self.lake_dataset(raw_dataset(self.spec))
+        ]
+
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.warehouse import extract_partition, raw_dataset

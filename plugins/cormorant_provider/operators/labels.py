@@ -31,6 +31,20 @@ class LandLabelsOperator(CormorantOperator):
         super().__init__(**kwargs)
         self.conn_id = conn_id
 
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from airflow.sdk import BaseHook
+
+        from cormorant.labels import label_conn_id, labels_dataset
+        from cormorant.warehouse import raw_dataset
+
+        if self.spec.labels_inline:
+            inputs = [self.lake_dataset(raw_dataset(self.spec))]
+        else:
+            conn_id = self.conn_id or label_conn_id(self.spec)
+            hook = BaseHook.get_connection(conn_id).get_hook()
+            inputs = self.sql_datasets(hook, conn_id, self.spec.target.source or self.spec.source)
+        return inputs, [self.lake_dataset(labels_dataset(self.spec))]
+
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.labels import extract_labels, label_conn_id, labels_dataset, labels_from_features
@@ -71,6 +85,13 @@ class LabelValidationOperator(DataValidationOperator):
 
     ui_color = "#f5eef8"
     lags_behind_labels = True
+
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from cormorant.labels import labels_dataset
+
+        return [self.lake_dataset(labels_dataset(self.spec))], [
+            self.lake_dataset(f"{self.spec.name}/reports/labels")
+        ]
 
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:

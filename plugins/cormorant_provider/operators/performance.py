@@ -23,6 +23,16 @@ class PerformanceCheckOperator(CormorantOperator):
     ui_color = "#d5f5e3"
     lags_behind_labels = True
 
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from cormorant.inference import predictions_dataset
+        from cormorant.labels import labels_dataset
+
+        inputs = [
+            self.lake_dataset(predictions_dataset(self.spec)),
+            self.lake_dataset(labels_dataset(self.spec)),
+        ]
+        return inputs, [self.lake_dataset(f"{self.spec.name}/reports/performance")]
+
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.performance import check_performance

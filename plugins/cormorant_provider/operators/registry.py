@@ -27,6 +27,13 @@ class RegisterAndPromoteOperator(CormorantOperator):
         self.plan = plan
         self.results = results
 
+    registered: str | None = None  # the version this run registered (for OpenLineage)
+
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from cormorant.warehouse import raw_dataset
+
+        return [self.lake_dataset(raw_dataset(self.spec))], self.model_dataset(self.registered)
+
     @fails_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
@@ -41,6 +48,7 @@ class RegisterAndPromoteOperator(CormorantOperator):
         results = [r for r in (self.results[:] if self.results is not None else []) if r]
         summary = register_and_promote(self.spec, self.settings, self.lake, self.plan, results)
         finish_sweep_run(self.settings, self.plan["parent_run_id"], summary)
+        self.registered = summary["version"]
         self.log.info(
             "Best trial %s (%s): cv %s %.4f ± %.4f; version %s %s (%s)",
             summary["best_trial"],

@@ -20,6 +20,13 @@ class DataValidationOperator(CormorantOperator):
 
     ui_color = "#fcf3cf"
 
+    def openlineage_io(self) -> tuple[list[Any], list[Any]]:
+        from cormorant.warehouse import raw_dataset
+
+        return [self.lake_dataset(raw_dataset(self.spec))], [
+            self.lake_dataset(f"{self.spec.name}/reports/validation")
+        ]
+
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.validation import (

@@ -1,0 +1,197 @@
+"""Cormorant against MLflow as users run it: ``mlflow server`` with its basic-auth app, a PostgreSQL
+backend store and the artifact store on S3 (moto's server), reached over HTTP with credentials. Trials
+log to it, registration blesses the artifact it downloads back from the registry, and two trainings
+finishing at once, in two processes, do not both become champion."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from support import E2E_TIMEOUT_S, free_port, new_bucket, scratch_database
+
+from cormorant.config import PROJECT_ROOT, Settings
+from cormorant.lake import Lake
+from cormorant.spec import load_spec
+from cormorant.sweep import plan_sweep, run_trials_locally
+from cormorant.synthetic import land_days
+
+pytestmark = pytest.mark.e2e
+DAYS = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(4)]
+USER, PASSWORD = "cormorant", secrets.token_urlsafe(16)
+SPEC = PROJECT_ROOT / "include" / "specs" / "churn.yaml"
+REGISTER = textwrap.dedent(
+    """
+    import json, sys
+    from cormorant.config import Settings
+    from cormorant.lake import Lake
+    from cormorant.registry import register_and_promote
+    from cormorant.spec import load_spec
+
+    plan, result, start = json.loads(sys.argv[2]), json.loads(sys.argv[3]), float(sys.argv[4])
+    spec, settings = load_spec(sys.argv[1]), Settings.from_env()
+    lake = Lake(settings.lake_uri)
+    import time
+    time.sleep(max(0.0, start - time.time()))  # both processes reach the registry at the same moment
+    print(json.dumps(register_and_promote(spec, settings, lake, plan, [result]), default=str))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, s3_endpoint):
+    """The MLflow server, its S3 bucket, and this module's client environment."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    bucket = new_bucket(s3_endpoint)
+    port = free_port()
+    ini = (PROJECT_ROOT / "scripts" / "compose" / "mlflow-auth.ini").read_text()
+    (folder / "auth.ini").write_text(
+        ini.replace("sqlite:////var/lib/mlflow-auth/basic_auth.db", f"sqlite:///{folder / 'auth.db'}")
+    )
+    with scratch_database("cormorant_mlflow") as database:
+        s3 = {
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        env = {
+            **os.environ,
+            **s3,
+            "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
+            "MLFLOW_AUTH_ADMIN_USERNAME": USER,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(16),
+        }
+        command = [
+            str(Path(sys.executable).with_name("mlflow")), "server", "--app-name", "basic-auth",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"postgresql://postgres@127.0.0.1:5432/{database}",
+            "--artifacts-destination", f"s3://{bucket}/",
+        ]  # fmt: skip
+        log = folder / "mlflow.log"
+        process = subprocess.Popen(
+            command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + E2E_TIMEOUT_S
+        while True:
+            try:
+                requests.get(f"{url}/health", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "MLflow did not start"
+                time.sleep(0.5)
+        client_env = pytest.MonkeyPatch()
+        client_env.setenv("MLFLOW_TRACKING_URI", url)
+        client_env.setenv("MLFLOW_TRACKING_USERNAME", USER)
+        client_env.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+        client_env.delenv("CORMORANT_MLFLOW_ARTIFACT_URI", raising=False)  # the server's store
+        client_env.setenv("CORMORANT_LAKE_URI", (folder / "lake").as_uri())
+        for name in s3:  # the clients reach S3 only through the server
+            client_env.delenv(name, raising=False)
+        try:
+            yield {"url": url, "bucket": bucket, "endpoint": s3_endpoint, "folder": folder, "log": log}
+        finally:
+            client_env.undo()
+            os.killpg(process.pid, 15)
+            process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def trained(server):
+    """Two linear trials over four days, logged to the server: C=1.0 learns; C=1e-6 is regularised
+    to a near-constant score (a worse model)."""
+    spec, settings = load_spec(SPEC), Settings.from_env()
+    assert settings.mlflow_artifact_uri is None  # the server decides where artifacts go
+    lake = Lake(settings.lake_uri)
+    land_days(spec, lake, DAYS)
+    plan = plan_sweep(spec, lake, DAYS[-1], window_days=len(DAYS), max_trials_per_family=2)
+    plan["trials"] = [t for t in plan["trials"] if t["family"] == "linear"]
+    plan["trials"][0]["params"], plan["trials"][1]["params"] = {"C": 1.0}, {"C": 1e-6}
+    plan["trial_ids"] = [t["trial_id"] for t in plan["trials"]]
+    results = {r["trial_id"]: r for r in run_trials_locally(SPEC, plan["trials"], parallel=2)}
+    assert [r["status"] for r in results.values()] == ["ok", "ok"], results
+    return {"plan": plan, "results": results, "lake": lake}
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    from cormorant.tracking import configure
+
+    configure(Settings.from_env())
+    return MlflowClient()
+
+
+def test_the_server_refuses_anonymous_clients(server):
+    search = f"{server['url']}/api/2.0/mlflow/registered-models/search"
+    assert requests.get(search, timeout=E2E_TIMEOUT_S).status_code == 401
+    assert requests.get(search, auth=(USER, "wrong"), timeout=E2E_TIMEOUT_S).status_code == 401
+    assert requests.get(search, auth=(USER, PASSWORD), timeout=E2E_TIMEOUT_S).status_code == 200
+
+
+def test_two_trainings_finishing_at_once_do_not_both_become_champion(trained):
+    """Two processes register and promote at the same moment, the worse model in one of them: they take
+    turns (the lake's promotion lock), so exactly one decides against no champion and the better model
+    ends as champion, whichever went first."""
+    start = time.time() + 3
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                REGISTER,
+                str(SPEC),
+                json.dumps(trained["plan"]),
+                json.dumps(trained["results"][trial_id]),
+                str(start),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )  # fmt: skip
+        for trial_id in ("linear-0", "linear-1")
+    ]
+    outputs = [p.communicate(timeout=E2E_TIMEOUT_S)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    good, worse = (json.loads(out.strip().splitlines()[-1]) for out in outputs)
+    assert good["version"] != worse["version"]
+    assert [s["decided_against"] for s in (good, worse)].count(None) == 1, (good, worse)
+    client = _client()
+    champion = client.get_model_version_by_alias("cormorant.churn", "champion")
+    assert str(champion.version) == good["version"]
+    assert good["holdout_metric"] > worse["holdout_metric"]
+
+
+def test_registered_artifacts_live_in_the_servers_s3_store_and_were_blessed_over_http(trained, server):
+    import boto3
+
+    client = _client()
+    champion = client.get_model_version_by_alias("cormorant.churn", "champion")
+    run = client.get_run(champion.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
+    s3 = boto3.client("s3", endpoint_url=server["endpoint"], aws_access_key_id="x", aws_secret_access_key="x")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=server["bucket"]).get("Contents", [])]
+    assert any(k.endswith("model.onnx") for k in keys), keys
+    assert any(k.endswith(f"blessing/v{champion.version}.json") for k in keys), keys
+    assert any(k.endswith(f"model_card/v{champion.version}.md") for k in keys), keys
+    blessing = json.loads(
+        s3.get_object(
+            Bucket=server["bucket"],
+            Key=next(k for k in keys if k.endswith(f"blessing/v{champion.version}.json")),
+        )["Body"].read()
+    )
+    assert blessing["passed"] is True and blessing["checks"]["infra"]["max_abs_diff"] <= 1e-5
+    assert champion.tags["cormorant.promotion"].startswith("promoted")
+    assert PASSWORD not in server["log"].read_text()
