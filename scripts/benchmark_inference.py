@@ -108,11 +108,12 @@ def setup(work: Path, rows: list[int], families: list[str]) -> None:
     spec = _spec()
     _tracking(work)
     runs = {}
+    experiment = mlflow.create_experiment("bench", artifact_location=(work / "artifacts").as_uri())
     for family in families:
         pre, trained, width, X = fit_model(family, matrix=True)
         mlflow.onnx.save_model(export_model(pre, trained, spec, width), work / f"model-{family}")
         if family in EXPLAINED:
-            with mlflow.start_run() as run:
+            with mlflow.start_run(experiment_id=experiment) as run:
                 log_explainer(spec, trained, pre, X)
             runs[family] = run.info.run_id
     (work / "runs.json").write_text(json.dumps(runs))
