@@ -340,3 +340,16 @@ def test_reason_codes_name_the_features_that_add_up_to_each_score(trained, trial
     np.testing.assert_allclose(scores.reshape(-1), predictions["score"], atol=1e-6)
     top = np.abs(contributions).max(axis=1)
     np.testing.assert_allclose(sizes[:, 0], top, rtol=1e-9)
+
+
+@pytest.mark.parametrize("trial_id", ["xgboost-0", "mlp-0"])
+def test_every_family_gets_a_card_with_what_drives_it(trained, trial_id):
+    from cormorant.card import card_key
+
+    family = trained["results"][trial_id]["family"]
+    summary = _register(trained, trial_id)
+    text = trained["lake"].path(card_key(NAME, summary["version"])).read_text()
+    assert text.startswith(f"# cormorant.{NAME} v{summary['version']}: {family}")
+    assert "## What drives it" in text and "| contract_type |" in text
+    assert ("mean abs SHAP" in text) is (family == "xgboost")
+    assert f"| {trial_id} (registered) |" in text

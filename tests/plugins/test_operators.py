@@ -131,5 +131,37 @@ def test_operators_name_what_they_read_and_wrote_for_openlineage(operator_env, m
     assert names(scored.outputs) == [("file", f"{lake[1]}/churn/predictions")]
     failed = predict.get_openlineage_facets_on_failure(None)
     assert names(failed.inputs) == names(scored.inputs) and failed.outputs == []
+    # the other stages: labels, their gate, validation, drift and performance
+    from cormorant_provider.operators.drift import DriftCheckOperator
+    from cormorant_provider.operators.labels import LabelValidationOperator, LandLabelsOperator
+    from cormorant_provider.operators.performance import PerformanceCheckOperator
+
+    def path(*parts):
+        return ("file", "/".join([lake[1], "churn", *parts]))
+
+    drift = DriftCheckOperator(task_id="drift_check", spec_path=SPEC)
+    drift.checked_with = "7"
+    stages = {
+        LandLabelsOperator(task_id="land_labels", spec_path=SPEC): ([path("raw")], [path("labels")]),
+        LabelValidationOperator(task_id="validate_labels", spec_path=SPEC): (
+            [path("labels")],
+            [path("reports", "labels")],
+        ),
+        DataValidationOperator(task_id="validate_partition", spec_path=SPEC): (
+            [path("raw")],
+            [path("reports", "validation")],
+        ),
+        drift: (
+            [path("raw"), path("predictions"), ("http://mlflow.internal:5000", "models/cormorant.churn/7")],
+            [path("reports", "drift")],
+        ),
+        PerformanceCheckOperator(task_id="performance_check", spec_path=SPEC): (
+            [path("predictions"), path("labels")],
+            [path("reports", "performance")],
+        ),
+    }
+    for op, (inputs, outputs) in stages.items():
+        found = op.get_openlineage_facets_on_complete(None)
+        assert (names(found.inputs), names(found.outputs)) == (inputs, outputs), op.task_id
     assert lake_dataset("s3://bucket/lake/churn/raw") == ("s3://bucket", "lake/churn/raw")
     assert model_version("sqlite:////tmp/m.db", "m", 1) == ("sqlite:////tmp/m.db", "models/m/1")
