@@ -32,6 +32,8 @@ def approval_request(summary: dict[str, Any]) -> tuple[str, str]:
         else "no champion yet"
     )
     blessing = summary.get("blessing") or {}
+    drift = summary.get("training_drift") or {"days": {}, "drifted_days": []}
+    checked = [d for d, r in drift["days"].items() if r["verdict"] != "not checked"]
     lines = [
         f"**{summary['model_name']} v{summary['version']}** ({summary['family']}, trial "
         f"{summary['best_trial']}) scored holdout {metric} **{summary['holdout_metric']:.4f}** "
@@ -40,13 +42,39 @@ def approval_request(summary: dict[str, Any]) -> tuple[str, str]:
         f"- CV {metric}: {summary['cv_mean']:.4f} ± {summary['cv_std']:.4f} over {summary['trials']} trial(s)"
         + (f"; failed trials: {', '.join(summary['failed_trials'])}" if summary.get("failed_trials") else ""),
         f"- Blessing: {'passed' if blessing.get('passed') else 'failed'} "
-        "(infra validation, slices, calibration)",
+        "(infra validation, slices, calibration)"
+        + (": " + "; ".join(blessing["failures"]) if blessing.get("failures") else ""),
+        *_blessing_lines(blessing, metric),
+        f"- Drift of the training data: {len(checked)} of {len(drift['days'])} day(s) checked by the drift "
+        "DAG"
+        + (f"; drifted: {', '.join(drift['drifted_days'])}" if drift["drifted_days"] else "; none drifted"),
         f"- Model card: {summary.get('card_uri', '–')}",
+        f"- Blessing report: {blessing.get('uri', '–')}",
         f"- MLflow run: {summary['run_id']}",
         "",
         "Approve to make it the champion; Reject (or no answer in time) keeps the current champion.",
     ]
     return f"Promote {summary['model_name']} v{summary['version']} to champion?", "\n".join(lines)
+
+
+def _blessing_lines(blessing: dict[str, Any], metric: str) -> list[str]:
+    lines = []
+    infra = blessing.get("infra") or {}
+    if infra.get("max_abs_diff") is not None:
+        lines.append(
+            f"  - Infra validation: the registered artifact scores as trained (max |diff| "
+            f"{infra['max_abs_diff']:.1e}), {infra.get('ms_per_10k_rows') or 0:.1f} ms per 10k rows"
+        )
+    calib = blessing.get("calibration") or {}
+    if calib:
+        lines.append(f"  - Calibration: Brier {calib['brier']:.4f}, ECE {calib['ece']:.4f}")
+    for row in blessing.get("weakest_slices") or []:
+        against = f" (champion {row['champion']:.4f})" if "champion" in row else ""
+        lines.append(
+            f"  - Slice {row['column']}={row['value']} ({row['rows']} rows): {metric} "
+            f"{row['challenger']:.4f}{against}"
+        )
+    return lines
 
 
 def _responder(answer: dict[str, Any] | None) -> str:

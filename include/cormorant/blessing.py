@@ -241,6 +241,29 @@ def bless(
     }
 
 
+def digest(document: dict[str, Any], higher_is_better: bool = True, weakest: int = 3) -> dict[str, Any]:
+    """What a person deciding on the version needs from its blessing: the verdict, infra validation,
+    calibration, and the ``weakest`` slices (the largest loss against the champion, else the lowest
+    metric)."""
+    checks = document["checks"]
+    sign = 1.0 if higher_is_better else -1.0
+    rows = [r for r in checks["slices"]["slices"] if "challenger" in r]
+
+    def weakness(row: dict[str, Any]) -> float:
+        if "champion" in row:
+            return sign * (row["challenger"] - row["champion"])
+        return sign * row["challenger"]
+
+    calib = checks.get("calibration") or {}
+    return {
+        "passed": document["passed"],
+        "failures": document["failures"],
+        "infra": {k: checks["infra"].get(k) for k in ("passed", "max_abs_diff", "ms_per_10k_rows")},
+        "calibration": {k: calib[k] for k in ("brier", "ece") if k in calib},
+        "weakest_slices": sorted(rows, key=weakness)[:weakest],
+    }
+
+
 def keep(spec: Any, lake: Any, client: Any, version: Any, document: dict[str, Any]) -> str:
     """Keep the blessing with the version (its run's artifacts, a tag) and in the lake; its lake URI."""
     prefix = blessing_prefix(spec.name, str(version.version))

@@ -70,6 +70,24 @@ def trial_failures(spec: ModelSpec, lake: Lake, plan: dict[str, Any], succeeded:
     return causes
 
 
+def training_drift(spec: ModelSpec, lake: Lake, plan: dict[str, Any]) -> dict[str, Any]:
+    """The drift DAG's verdict on each day the version learnt from (each day against the serving model's
+    training reference): what an approver reads as "has the data moved since the champion was
+    trained?"."""
+    from cormorant.drift import drift_report_prefix
+
+    days: dict[str, Any] = {}
+    for day in [*plan.get("train_partitions", []), *plan.get("holdout_partitions", [])]:
+        report = lake.read_json(f"{drift_report_prefix(spec, day)}/report.json")
+        days[day] = (
+            {"verdict": "not checked"}
+            if report is None
+            else {"verdict": report["verdict"], "drifted_features": report.get("drifted_features") or []}
+        )
+    drifted = [d for d, r in days.items() if r["verdict"] not in ("stable", "not checked")]
+    return {"days": days, "drifted_days": drifted}
+
+
 def register_and_promote(
     spec: ModelSpec, settings: Settings, lake: Lake, plan: dict[str, Any], results: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -81,6 +99,7 @@ def register_and_promote(
     from mlflow import MlflowClient
 
     from cormorant.blessing import bless
+    from cormorant.blessing import digest as blessing_digest
     from cormorant.blessing import keep as keep_blessing
     from cormorant.card import publish_card
     from cormorant.features import onnx_feed, target_vector
@@ -229,6 +248,7 @@ def register_and_promote(
         "selection": best.get("selection"),
         "blessing": None
         if blessing is None
-        else {"passed": blessing["passed"], "failures": blessing["failures"]},
+        else {**blessing_digest(blessing, spec.metric_higher_is_better), "uri": blessing_uri},
+        "training_drift": training_drift(spec, lake, plan),
         "trials": len(results),
     }

@@ -94,6 +94,9 @@ def test_no_answer_in_time_rejects_and_leaves_no_champion(stack):
     request = _awaiting(stack, run_id)
     assert request["subject"] == f"Promote cormorant.{SPEC} v1 to champion?"
     assert "no champion yet" in request["body"] and "Blessing: passed" in request["body"]
+    for line in ("Infra validation: the registered artifact", "Calibration: Brier", "- Slice ",
+                 "Drift of the training data: 0 of", "Blessing report: file://"):  # fmt: skip
+        assert line in request["body"], request["body"]
     assert request["options"] == ["Approve", "Reject"] and request["defaults"] == ["Reject"]
     assert wait_for_run(stack, f"{SPEC}__train", run_id, timeout_s=2 * E2E_TIMEOUT_S) == "success"
     version, champion = _version(stack)

@@ -353,3 +353,28 @@ def test_every_family_gets_a_card_with_what_drives_it(trained, trial_id):
     assert "## What drives it" in text and "| contract_type |" in text
     assert ("mean abs SHAP" in text) is (family == "xgboost")
     assert f"| {trial_id} (registered) |" in text
+
+
+def test_an_approver_reads_the_blessing_and_the_drift_of_the_training_data(trained):
+    """What the approval step shows (cormorant.approval.approval_request): the blessing's checks, the
+    weakest slices against the champion, and the drift DAG's verdicts on the days the version learnt
+    from."""
+    from cormorant.approval import approval_request
+    from cormorant.drift import drift_report_prefix
+
+    lake, day = trained["lake"], trained["plan"]["train_partitions"][0]
+    lake.write_json(
+        f"{drift_report_prefix(load_spec(_spec_file(trained['folder'])), day)}/report.json",
+        {"verdict": "drifted", "drifted_features": ["tenure_months"]},
+    )
+    summary = _register(trained, "linear-1")  # the crippled model against the champion: blessed, refused
+    drift = summary["training_drift"]
+    assert drift["drifted_days"] == [day] and drift["days"][day]["drifted_features"] == ["tenure_months"]
+    assert {r["verdict"] for d, r in drift["days"].items() if d != day} == {"not checked"}
+    weakest = summary["blessing"]["weakest_slices"]
+    assert len(weakest) == 3 and all(r["challenger"] < r["champion"] for r in weakest)
+    _, body = approval_request(summary)
+    assert f"drifted: {day}" in body and f"1 of {len(drift['days'])} day(s) checked" in body
+    assert "Infra validation: the registered artifact scores as trained" in body
+    assert "Calibration: Brier" in body and f"- Slice {weakest[0]['column']}={weakest[0]['value']}" in body
+    assert summary["blessing"]["uri"] in body
