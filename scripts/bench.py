@@ -29,6 +29,7 @@ SIZES = {
     "trial": {"quick": [], "full": []},  # one trial per family on three days of the example
     "sweep": {"quick": [], "full": []},  # the example's sweep over seven days, one and several at once
     "gpu": {"quick": ["1000000"], "full": ["10000000"]},  # skipped where no NVIDIA GPU is visible
+    "view": {"quick": [], "full": []},  # the Cormorant view's server time: 365 days, 50 versions
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import benchmark_sweep
     import benchmark_trial
     import benchmark_validation
+    import benchmark_view
     from bench_common import keep, machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         "trial": benchmark_trial,
         "sweep": benchmark_sweep,
         "gpu": benchmark_gpu,
+        "view": benchmark_view,
     }
     kept = {}
     began = time.perf_counter()
-    for name in ("extract", "inference", "validation", "drift", "trial", "sweep", "gpu"):
+    for name in ("extract", "inference", "validation", "drift", "trial", "sweep", "gpu", "view"):
         if name in args.only:
             print(f"\n== {name} ({size}) ==", flush=True)
             extra = ["--features", "10"] if name == "drift" else []

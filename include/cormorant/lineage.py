@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 Dataset = tuple[str, str]  # (namespace, name)
 
 
-def _without_credentials(uri: str) -> str:
+def without_credentials(uri: str) -> str:
     parts = urlsplit(uri)
     if "@" not in parts.netloc:
         return uri
@@ -28,7 +28,7 @@ def _without_credentials(uri: str) -> str:
 
 def lake_dataset(uri: str) -> Dataset:
     """A lake dataset from its URI (``file:///...`` or a path, ``s3://bucket/key``)."""
-    parts = urlsplit(_without_credentials(str(uri)))
+    parts = urlsplit(without_credentials(str(uri)))
     if parts.scheme in ("", "file"):
         return "file", parts.path
     return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
@@ -40,4 +40,4 @@ def sqlite_table(database: str, table: str) -> Dataset:
 
 def model_version(tracking_uri: str, name: str, version: str | int) -> Dataset:
     """A registered model version in the MLflow registry at ``tracking_uri``."""
-    return _without_credentials(tracking_uri), f"models/{name}/{version}"
+    return without_credentials(tracking_uri), f"models/{name}/{version}"

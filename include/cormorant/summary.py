@@ -9,28 +9,42 @@ from cormorant.lake import Lake
 from cormorant.spec import ModelSpec
 
 
+def day_reports(spec: ModelSpec, lake: Lake, day: str) -> dict[str, Any]:
+    """What the lake holds for one day: the raw and predictions manifests (or None) and the validation,
+    drift, labels and performance reports (or None)."""
+    from cormorant.drift import drift_report_prefix
+    from cormorant.inference import predictions_dataset
+    from cormorant.labels import label_report_key
+    from cormorant.performance import performance_report_prefix
+    from cormorant.validation import validation_report_key
+    from cormorant.warehouse import raw_dataset
+
+    return {
+        "raw": lake.manifest(raw_dataset(spec), day),
+        "validation": lake.read_json(validation_report_key(spec, day)),
+        "predictions": lake.manifest(predictions_dataset(spec), day),
+        "drift": lake.read_json(f"{drift_report_prefix(spec, day)}/report.json"),
+        "labels": lake.read_json(label_report_key(spec, day)),
+        "performance": lake.read_json(f"{performance_report_prefix(spec, day)}/report.json"),
+    }
+
+
 def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[str, Any]:
     """Partitions landed, validation verdicts, trials, registered versions, predictions and drift."""
     from mlflow import MlflowClient
 
     from cormorant.drift import drift_report_prefix
-    from cormorant.inference import predictions_dataset
-    from cormorant.labels import label_report_key
-    from cormorant.performance import performance_report_prefix
     from cormorant.registry import CHAMPION, current_champion
     from cormorant.tracking import configure
-    from cormorant.validation import validation_report_key
     from cormorant.warehouse import raw_dataset
 
     configure(settings)
     client = MlflowClient()
     partitions = []
     for p in lake.partitions(raw_dataset(spec)):
-        validation = lake.read_json(validation_report_key(spec, p)) or {}
-        predictions = lake.manifest(predictions_dataset(spec), p)
-        drift = lake.read_json(f"{drift_report_prefix(spec, p)}/report.json") or {}
-        labels = lake.read_json(label_report_key(spec, p)) or {}
-        performance = lake.read_json(f"{performance_report_prefix(spec, p)}/report.json") or {}
+        found = day_reports(spec, lake, p)
+        validation, predictions, drift = found["validation"] or {}, found["predictions"], found["drift"] or {}
+        labels, performance = found["labels"] or {}, found["performance"] or {}
         partitions.append(
             {
                 "partition": p,

@@ -322,6 +322,22 @@ def init(args: argparse.Namespace) -> int:
     return 0
 
 
+def ui(args: argparse.Namespace) -> int:
+    """Airflow's API server (the UI, the REST API and the Cormorant view) on the embedded state that
+    `cormorant run --home` (or `make demo`) left in ``--home``; Airflow's simple auth manager prints
+    the admin password it generates."""
+    from cormorant.config import embedded_environment
+
+    home = Path(args.home).resolve()
+    if not (home / "airflow" / "airflow.db").exists():
+        raise CliError(f"{home} holds no embedded state: run `cormorant run ... --home {args.home}` first")
+    env = {**os.environ, **embedded_environment(home, specs_dir=Path(args.specs).resolve())}
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    print(f"Airflow UI at http://localhost:{args.port}; the Cormorant view: its navigation's Cormorant entry")
+    os.execve(airflow, [airflow, "api-server", "--port", str(args.port)], env)
+    return 0  # not reached
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="cormorant", description="Cormorant: ML pipelines on Airflow, per spec."
@@ -355,6 +371,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="the embedded state to read (default: $CORMORANT_HOME)")
     p.add_argument("--json", action="store_true", help="print the card's facts as JSON")
     p.set_defaults(func=card)
+    p = commands.add_parser("ui", help="the Airflow UI with the Cormorant view, on an embedded state")
+    p.add_argument("--home", default=".cormorant/demo", help="the embedded state (default: make demo's)")
+    p.add_argument("--specs", default="include/examples", help="the specs folder (default: the demo's)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=ui)
     p = commands.add_parser("init", help="draft a starting spec from a table's columns and types")
     p.add_argument("name", help="the spec's name (also its file name)")
     p.add_argument("--conn", required=True, help="the warehouse connection URI")

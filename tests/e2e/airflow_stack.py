@@ -83,32 +83,7 @@ def airflow_stack(
             for name, command in commands
         }
         try:
-            token = None
-            deadline = time.monotonic() + timeout_s
-            user, password = next(iter(users.items()))
-            while time.monotonic() < deadline:
-                try:
-                    if token is None:
-                        response = requests.post(
-                            f"{url}/auth/token",
-                            json={"username": user, "password": password},
-                            timeout=E2E_TIMEOUT_S,
-                        )
-                        token = response.json()["access_token"] if response.ok else None
-                    if token and all(
-                        requests.get(
-                            f"{url}/api/v2/dags/{d}",
-                            timeout=E2E_TIMEOUT_S,
-                            headers={"Authorization": f"Bearer {token}"},
-                        ).ok
-                        for d in unpause
-                    ):
-                        break
-                except requests.ConnectionError:
-                    pass
-                time.sleep(1)
-            else:
-                raise RuntimeError(f"Airflow did not come up within {timeout_s}s; see the logs in {home}")
+            token = wait_for_token(url, users, unpause, home, timeout_s)
             headers = {"Authorization": f"Bearer {token}"}
             for dag_id in unpause:
                 requests.patch(
@@ -127,6 +102,74 @@ def airflow_stack(
                     process.wait(30)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, 9)
+
+
+def wait_for_token(
+    url: str, users: dict[str, str], dags: tuple[str, ...], home: Path, timeout_s: float
+) -> str:
+    """Wait for the API server at ``url`` to answer (and to know ``dags``); a token of the first user."""
+    token = None
+    deadline = time.monotonic() + timeout_s
+    user, password = next(iter(users.items()))
+    while time.monotonic() < deadline:
+        try:
+            if token is None:
+                response = requests.post(
+                    f"{url}/auth/token", json={"username": user, "password": password}, timeout=E2E_TIMEOUT_S
+                )
+                token = response.json()["access_token"] if response.ok else None
+            if token and all(
+                requests.get(
+                    f"{url}/api/v2/dags/{d}",
+                    timeout=E2E_TIMEOUT_S,
+                    headers={"Authorization": f"Bearer {token}"},
+                ).ok
+                for d in dags
+            ):
+                return token
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"Airflow did not come up within {timeout_s}s; see the logs in {home}")
+
+
+@contextlib.contextmanager
+def embedded_api_server(
+    home: Path, *, users: dict[str, str], extra_env: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """``airflow api-server`` alone on the embedded default's SQLite metadata database under ``home``
+    (what ``cormorant run --home`` and ``make demo`` leave); yields url, auth headers, env and home."""
+    from cormorant.config import embedded_environment
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (home / "passwords.json").write_text(json.dumps(users))
+    env = {
+        **os.environ,
+        **embedded_environment(home),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in users),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        **(extra_env or {}),
+    }
+    airflow_bin = str(Path(sys.executable).with_name("airflow"))
+    process = subprocess.Popen(
+        [airflow_bin, "api-server", "--port", str(port)],
+        env=env,
+        stdout=(home / "api-server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        token = wait_for_token(url, users, (), home, E2E_TIMEOUT_S)
+        yield {"url": url, "headers": {"Authorization": f"Bearer {token}"}, "env": env, "home": home}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
 
 
 def wait_validated(
