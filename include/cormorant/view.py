@@ -6,8 +6,10 @@ Parquet data, so a use case with a year of days renders from a few hundred small
 
 - :func:`use_cases`: every spec with its owner, tags, champion, the latest day at each stage, its drift
   and performance verdicts and a red/amber/green mark saying why; broken specs with their error.
-- :func:`use_case`: one spec's timeline of days, drift heatmap (feature x day PSI), realized metric
-  against the holdout metric, champion history and latest sweep leaderboard, with links.
+- :func:`use_case`: one spec's page, composed of its panels: :func:`timeline` (the days),
+  :func:`drift_heatmap` (feature x day PSI), :func:`performance_series` (realized metric against the
+  holdout metric), :func:`champion_history` and :func:`leaderboard` (the latest sweep), with links;
+  :func:`report` serves a day's report.
 
 Links: Airflow's UI paths (``/dags/<dag>/runs/<run>``, relative to the Airflow base URL), the MLflow UI
 when the tracking URI is a server (credentials removed), and each report through the plugin.
@@ -26,9 +28,9 @@ from cormorant.spec import ModelSpec, SpecError, discover_specs
 GREEN, AMBER, RED = "green", "amber", "red"
 
 
-def _days(spec: ModelSpec, lake: Lake) -> list[dict[str, Any]]:
-    """Each landed day's state, read from its manifests and reports (in parallel: on S3 each is a
-    request)."""
+def timeline(spec: ModelSpec, lake: Lake) -> list[dict[str, Any]]:
+    """The timeline panel: each landed day's state, read from its manifests and reports (in parallel:
+    on S3 each is a request)."""
     from cormorant.summary import day_reports
     from cormorant.warehouse import raw_dataset
 
@@ -81,8 +83,9 @@ def _mlflow_ui(settings: Settings) -> str | None:
     return without_credentials(uri).rstrip("/") if uri.startswith(("http://", "https://")) else None
 
 
-def _versions(spec: ModelSpec, settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
-    """Every registered version, oldest first, and the champion's version."""
+def champion_history(spec: ModelSpec, settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
+    """The champion history panel: every registered version, oldest first (when, metric, blessing,
+    approval, the promotion decision and why), and the champion's version."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -157,8 +160,8 @@ def _mark(days: list[dict[str, Any]], champion: str | None) -> tuple[str, str]:
 
 def summarize(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[str, Any]:
     """One use case's row in the list (see :func:`use_cases`)."""
-    days = _days(spec, lake)
-    versions, champion = _versions(spec, settings)
+    days = timeline(spec, lake)
+    versions, champion = champion_history(spec, settings)
     mark, why = _mark(days, champion)
     checked = [d for d in days if d["drift"] is not None]
     judged = [d for d in days if d["performance"] is not None]
@@ -260,12 +263,31 @@ def leaderboard(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
     return {"sweep": sweep, "metric": metric, "trials": trials}
 
 
+def drift_heatmap(spec: ModelSpec, days: list[dict[str, Any]]) -> dict[str, Any]:
+    """The drift heatmap panel: PSI by feature and checked day (from :func:`timeline`)."""
+    features, checked = list(spec.feature_columns), [d for d in days if d["drift"] is not None]
+    return {
+        "features": features,
+        "days": [d["day"] for d in checked],
+        "psi": [[d["psi"].get(f) for f in features] for d in checked],
+    }
+
+
+def performance_series(days: list[dict[str, Any]]) -> dict[str, Any]:
+    """The realized-metric panel: each measured day's metric and the scoring model's holdout metric."""
+    measured = [d for d in days if d["realized_metric"] is not None]
+    return {
+        "days": [d["day"] for d in measured],
+        "realized": [d["realized_metric"] for d in measured],
+        "holdout": [d["holdout_metric"] for d in measured],
+    }
+
+
 def use_case(spec: ModelSpec, settings: Settings, lake: Lake) -> dict[str, Any]:
     """The page of one use case (see the module docstring)."""
-    days = _days(spec, lake)
-    versions, champion = _versions(spec, settings)
+    days = timeline(spec, lake)
+    versions, champion = champion_history(spec, settings)
     mark, why = _mark(days, champion)
-    features = list(spec.feature_columns)
     chosen = next((v for v in reversed(versions) if v["selection"]), None)
     board = leaderboard(spec, settings)
     by_run = {v["run_id"]: v["version"] for v in versions}
@@ -285,16 +307,8 @@ def use_case(spec: ModelSpec, settings: Settings, lake: Lake) -> dict[str, Any]:
             for stage in ("ingest", "validate", "train", "predict", "drift")
         },
         "timeline": days,
-        "drift_heatmap": {
-            "features": features,
-            "days": [d["day"] for d in days if d["drift"] is not None],
-            "psi": [[d["psi"].get(f) for f in features] for d in days if d["drift"] is not None],
-        },
-        "performance": {
-            "days": [d["day"] for d in days if d["realized_metric"] is not None],
-            "realized": [d["realized_metric"] for d in days if d["realized_metric"] is not None],
-            "holdout": [d["holdout_metric"] for d in days if d["realized_metric"] is not None],
-        },
+        "drift_heatmap": drift_heatmap(spec, days),
+        "performance": performance_series(days),
         "champions": versions,
         "selection": chosen["selection"] if chosen else None,
         "leaderboard": board,

@@ -189,6 +189,8 @@ def test_a_person_opens_the_cormorant_entry_and_follows_a_link_to_a_dag_run(demo
             expect(row).to_be_visible()
             expect(row.locator('[data-testid="why"]')).to_contain_text("drifted")
             expect(view.locator('[data-testid="broken"]')).to_contain_text("fraud.yaml")
+            champion = _client(demo).get_model_version_by_alias(f"cormorant.{NAME}", "champion")
+            expect(row.locator('[data-testid="champion"]')).to_contain_text(f"v{champion.version}")
             page.screenshot(path=ARTIFACTS / "use-cases.png", full_page=True)
 
             page.goto(f"{demo['url']}/cormorant/use-cases/{NAME}")  # the use case page on its own
@@ -198,7 +200,15 @@ def test_a_person_opens_the_cormorant_entry_and_follows_a_link_to_a_dag_run(demo
             expect(page.locator('[data-testid="heatmap"] .main-svg').first).to_be_visible()  # Plotly drew it
             expect(page.locator('[data-testid="performance"] .main-svg').first).to_be_visible()
             expect(page.locator('[data-testid="leaderboard-chart"] .main-svg').first).to_be_visible()
-            expect(page.locator('[data-testid="version"].champion')).to_have_count(1)
+            champion = _client(demo).get_model_version_by_alias(f"cormorant.{NAME}", "champion")
+            expect(page.locator('[data-testid="version"].champion')).to_have_attribute(
+                "data-version", str(champion.version)
+            )
+            last_day = page.locator(f'[data-testid="day"][data-day="{days[-1]}"]')
+            rows = _lake(demo).require(f"{NAME}/raw", days[-1]).row_count
+            expect(last_day.locator('[data-testid="rows"]')).to_have_text(str(rows))
+            expect(last_day.locator('[data-testid="drift"]')).to_contain_text("drift")
+            expect(last_day.locator('[data-testid="validation"]')).to_have_text("passed")
             page.screenshot(path=ARTIFACTS / "use-case.png", full_page=True)
 
             last = page.locator(f'[data-testid="day"][data-day="{days[-1]}"] td').first.locator("a")
