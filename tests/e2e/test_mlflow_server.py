@@ -195,3 +195,21 @@ def test_registered_artifacts_live_in_the_servers_s3_store_and_were_blessed_over
     assert blessing["passed"] is True and blessing["checks"]["infra"]["max_abs_diff"] <= 1e-5
     assert champion.tags["cormorant.promotion"].startswith("promoted")
     assert PASSWORD not in server["log"].read_text()
+
+
+def test_the_view_reads_the_tracking_server_and_links_to_its_ui_without_credentials(trained, server):
+    """The Cormorant view's panels against the server deployment: champion and history from the
+    server's registry, links into the MLflow UI, no credentials in any of it."""
+    from cormorant.view import use_case
+
+    page = use_case(load_spec(SPEC), Settings.from_env(), trained["lake"])
+    champion = _client().get_model_version_by_alias("cormorant.churn", "champion")
+    assert page["champion"] == str(champion.version)
+    (current,) = [v for v in page["champions"] if v["champion"]]
+    assert current["mlflow"] == f"{server['url']}/#/models/cormorant.churn/versions/{champion.version}"
+    assert {t["trial"] for t in page["leaderboard"]["trials"]} == {"linear-0", "linear-1"}
+    assert all(
+        t["mlflow"].startswith(f"{server['url']}/#/experiments/") for t in page["leaderboard"]["trials"]
+    )
+    assert [d["day"] for d in page["timeline"]] == DAYS
+    assert PASSWORD not in json.dumps(page)
