@@ -153,3 +153,24 @@ def test_redshift_connection_unloads_into_the_s3_lake_and_commits(s3_lake):
     manifest = lake.require("churn/raw", "2024-03-01")
     assert manifest.source["dialect"] == "redshift"
     assert len(manifest.files) == 2
+
+
+def test_the_view_reads_its_panels_from_the_s3_lake_through_the_connection(s3_lake, example_spec):
+    """The compose deployment's lake: the view plugin builds it as the operators do (ObjectStoragePath
+    and the lake connection) and reads days, verdicts and reports from S3."""
+    from cormorant.synthetic import land_days, rows_for_day
+    from cormorant.view import report, timeline, use_cases
+    from cormorant_provider.view import _settings_and_lake
+
+    lake, _, _ = s3_lake
+    days = ["2024-03-01", "2024-03-02"]
+    land_days(example_spec, lake, days)
+    settings, served = _settings_and_lake()  # the plugin's own lake, from the environment
+    assert [(d["day"], d["rows"], d["validation"]) for d in timeline(example_spec, served)] == [
+        (d, rows_for_day(date.fromisoformat(d)), "passed") for d in days
+    ]
+    content, media_type = report(example_spec, served, "validation", days[0])
+    assert media_type == "application/json" and json.loads(content)["success"] is True
+    assert report(example_spec, served, "drift", days[0]) is None
+    (case,) = [u for u in use_cases(settings, served)["use_cases"] if u["name"] == example_spec.name]
+    assert (case["days"], case["latest"]["validated"], case["latest"]["scored"]) == (2, days[-1], None)
