@@ -74,3 +74,55 @@ def new_bucket(endpoint: str) -> str:
         region_name="us-east-1",
     ).create_bucket(Bucket=bucket)
     return bucket
+
+
+REGISTER_AT_ONCE = """
+import json, os, sys, time
+from cormorant.config import Settings
+from cormorant.lake import Lake
+from cormorant.registry import register_and_promote
+from cormorant.spec import load_spec
+
+spec_path, plan, result, go, out = sys.argv[1:6]
+while not os.path.exists(go):
+    time.sleep(0.01)
+settings = Settings.from_env()
+summary = register_and_promote(
+    load_spec(spec_path), settings, Lake(settings.lake_uri), json.loads(plan), [json.loads(result)]
+)
+open(out, "w").write(json.dumps(summary, default=str))
+"""
+
+
+def register_at_once(
+    spec_path: Any, plan: dict[str, Any], results: list[dict[str, Any]], folder: Any
+) -> list:
+    """Register and promote each of ``results`` in its own process, all released at the same moment
+    (a file appearing); their summaries, in order. For the registry race tests."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder, go = Path(folder), Path(folder) / "go"
+    outs = [folder / f"summary-{i}.json" for i in range(len(results))]
+    racers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                REGISTER_AT_ONCE,
+                str(spec_path),
+                json.dumps(plan),
+                json.dumps(result),
+                str(go),
+                str(out),
+            ],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )  # fmt: skip
+        for result, out in zip(results, outs, strict=True)
+    ]
+    go.touch()
+    assert [r.wait(E2E_TIMEOUT_S) for r in racers] == [0] * len(racers)
+    return [json.loads(out.read_text()) for out in outs]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +46,15 @@ def reason_columns(k: int) -> list[str]:
     return [c for i in range(1, k + 1) for c in (f"reason_{i}", f"reason_{i}_contribution")]
 
 
-def log_explainer(spec: Any, trained: Any, pre: Any, X_train: np.ndarray) -> str | None:
-    """Keep what :class:`Explainer` needs on the active MLflow run; the method, or None for a family
-    with no exact attribution."""
+def log_explainer(spec: Any, trained: Any, pre: Any, X_train: np.ndarray) -> None:
+    """Keep what :class:`Explainer` needs on the active MLflow run (nothing for a family with no exact
+    attribution)."""
     import mlflow
 
     from cormorant.importance import _raw_feature
 
     if trained.family not in METHODS:
-        return None
+        return
     slots = [str(s) for s in pre.sklearn.get_feature_names_out()]
     document: dict[str, Any] = {
         "family": trained.family,
@@ -76,7 +77,6 @@ def log_explainer(spec: Any, trained: Any, pre: Any, X_train: np.ndarray) -> str
             trained.model.get_booster().save_model(str(path))
             mlflow.log_artifact(str(path), FOLDER)
     mlflow.log_dict(document, f"{FOLDER}/{DOCUMENT}")
-    return document["method"]
 
 
 @dataclass
@@ -110,14 +110,19 @@ class Explainer:
     def features_tensor(self) -> str:
         return self.document["features_tensor"]
 
+    @cached_property
+    def _to_feature(self) -> np.ndarray:
+        """[slots, features]: 1 where a preprocessed column comes from a feature (one-hot slots summed)."""
+        features = self.document["features"]
+        index = {f: i for i, f in enumerate(features)}
+        matrix = np.zeros((len(self.document["slot_features"]), len(features)))
+        for slot, feature in enumerate(self.document["slot_features"]):
+            matrix[slot, index[feature]] = 1.0
+        return matrix
+
     def contributions(self, X: np.ndarray, *, approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature contributions [n, features] and the bias [n] of preprocessed rows ``X``;
         ``approximate``: XGBoost's path attribution instead of TreeSHAP."""
-        features = self.document["features"]
-        index = {f: i for i, f in enumerate(features)}
-        to_feature = np.zeros((len(self.document["slot_features"]), len(features)))
-        for slot, feature in enumerate(self.document["slot_features"]):
-            to_feature[slot, index[feature]] = 1.0
         X = np.asarray(X, dtype=np.float32)
         if self.booster is not None:
             import xgboost as xgb
@@ -128,7 +133,7 @@ class Explainer:
             coef, mean = np.asarray(self.document["coef"]), np.asarray(self.document["mean"])
             slots = (X.astype("float64") - mean) * coef
             bias = np.full(len(X), self.document["intercept"] + float(mean @ coef))
-        return slots @ to_feature, bias
+        return slots @ self._to_feature, bias
 
 
 def top_reasons(contributions: np.ndarray, features: list[str], k: int) -> dict[str, np.ndarray]:

@@ -158,20 +158,29 @@ def _mark(days: list[dict[str, Any]], champion: str | None) -> tuple[str, str]:
     return GREEN, f"{last['day']} landed, passed and scored"
 
 
-def summarize(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[str, Any]:
-    """One use case's row in the list (see :func:`use_cases`)."""
-    days = timeline(spec, lake)
-    versions, champion = champion_history(spec, settings)
+def _heading(spec: ModelSpec, days: list[dict[str, Any]], champion: str | None) -> dict[str, Any]:
+    """What the list's row and the page both start with: who and what, and the mark with its reason."""
     mark, why = _mark(days, champion)
-    checked = [d for d in days if d["drift"] is not None]
-    judged = [d for d in days if d["performance"] is not None]
-    current = next((v for v in versions if v["version"] == champion), None)
     return {
         "name": spec.name,
         "description": spec.description,
         "owner": spec.owner,
         "tags": list(spec.tags),
         "metric": spec.training.metric,
+        "mark": mark,
+        "why": why,
+    }
+
+
+def summarize(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[str, Any]:
+    """One use case's row in the list (see :func:`use_cases`)."""
+    days = timeline(spec, lake)
+    versions, champion = champion_history(spec, settings)
+    checked = [d for d in days if d["drift"] is not None]
+    judged = [d for d in days if d["performance"] is not None]
+    current = next((v for v in versions if v["version"] == champion), None)
+    return {
+        **_heading(spec, days, champion),
         "champion": None
         if current is None
         else {k: current[k] for k in ("version", "family", "holdout_metric", "mlflow")},
@@ -186,8 +195,6 @@ def summarize(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[str, Any]
         },
         "drift": checked[-1]["drift"] if checked else None,
         "performance": judged[-1]["performance"] if judged else None,
-        "mark": mark,
-        "why": why,
     }
 
 
@@ -287,20 +294,13 @@ def use_case(spec: ModelSpec, settings: Settings, lake: Lake) -> dict[str, Any]:
     """The page of one use case (see the module docstring)."""
     days = timeline(spec, lake)
     versions, champion = champion_history(spec, settings)
-    mark, why = _mark(days, champion)
     chosen = next((v for v in reversed(versions) if v["selection"]), None)
     board = leaderboard(spec, settings)
     by_run = {v["run_id"]: v["version"] for v in versions}
     for trial in board["trials"]:
         trial["registered_as"] = by_run.get(trial["run_id"])
     return {
-        "name": spec.name,
-        "description": spec.description,
-        "owner": spec.owner,
-        "tags": list(spec.tags),
-        "metric": spec.training.metric,
-        "mark": mark,
-        "why": why,
+        **_heading(spec, days, champion),
         "champion": champion,
         "dags": {
             stage: f"/dags/{spec.name}__{stage}"

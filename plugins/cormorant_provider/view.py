@@ -56,13 +56,11 @@ def _plotly_js() -> Path:
 
 
 def _settings_and_lake() -> tuple[Any, Any]:
-    from airflow.sdk import ObjectStoragePath
-
     from cormorant.config import Settings
-    from cormorant.lake import Lake
+    from cormorant_provider.storage import airflow_lake
 
     settings = Settings.from_env()
-    return settings, Lake(ObjectStoragePath(settings.lake_uri, conn_id=settings.lake_conn_id))
+    return settings, airflow_lake(settings)
 
 
 def _spec(settings: Any, name: str) -> Any:

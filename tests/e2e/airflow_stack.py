@@ -94,14 +94,19 @@ def airflow_stack(
                 ).raise_for_status()
             yield {"url": url, "headers": headers, "home": home, "env": env, "processes": processes}
         finally:
-            for process in processes.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, 15)
-            for process in processes.values():
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, 9)
+            stop(list(processes.values()))
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """Terminate each process group, then kill what has not exited within 30 s."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
 
 
 def wait_for_token(
@@ -164,12 +169,7 @@ def embedded_api_server(
         token = wait_for_token(url, users, (), home, E2E_TIMEOUT_S)
         yield {"url": url, "headers": {"Authorization": f"Bearer {token}"}, "env": env, "home": home}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
+        stop([process])
 
 
 def wait_validated(

@@ -219,58 +219,19 @@ def test_calibration_of_known_scores():
     ]
 
 
-RACER = """
-import json, os, sys, time
-from cormorant.config import Settings
-from cormorant.lake import Lake
-from cormorant.registry import register_and_promote
-from cormorant.spec import load_spec
-
-spec_path, plan, result, go, out = sys.argv[1:6]
-while not os.path.exists(go):
-    time.sleep(0.01)
-settings = Settings.from_env()
-summary = register_and_promote(
-    load_spec(spec_path), settings, Lake(settings.lake_uri), json.loads(plan), [json.loads(result)]
-)
-open(out, "w").write(json.dumps(summary, default=str))
-"""
-
-
 def test_two_trainings_finishing_at_once_do_not_both_become_champion(trained, tmp_path):
     """Two processes register and promote two challengers that both beat the champion, at once.
     Without the lake lock both compared with that champion and both took the alias (the last write
     won, whichever was better); now the second decides against the first's outcome."""
-    import os
-    import subprocess
-    import sys
+    from support import register_at_once
 
     client = _client()
     name = f"cormorant.{NAME}"
     weak = _register(trained, "mlp-0")  # registered, worse than the champion (linear-0)
     assert not weak["promoted"] and weak["holdout_metric"] < weak["champion_holdout_metric"]
     client.set_registered_model_alias(name, "champion", weak["version"])  # now the champion to beat
-    path = _spec_file(trained["folder"])
-    go = tmp_path / "go"
-    racers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                RACER,
-                str(path),
-                json.dumps(trained["plan"]),
-                json.dumps(trained["results"][trial_id]),
-                str(go),
-                str(tmp_path / f"{trial_id}.json"),
-            ],
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        )  # fmt: skip
-        for trial_id in ("xgboost-0", "linear-0")
-    ]
-    go.touch()
-    assert [r.wait(300) for r in racers] == [0, 0]
-    summaries = [json.loads((tmp_path / f"{t}.json").read_text()) for t in ("xgboost-0", "linear-0")]
+    results = [trained["results"][t] for t in ("xgboost-0", "linear-0")]
+    summaries = register_at_once(_spec_file(trained["folder"]), trained["plan"], results, tmp_path)
     assert all(s["holdout_metric"] > weak["holdout_metric"] for s in summaries), summaries  # both beat it
     promoted = [s for s in summaries if s["promoted"]]
     assert promoted, summaries

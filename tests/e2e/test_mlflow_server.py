@@ -10,14 +10,13 @@ import os
 import secrets
 import subprocess
 import sys
-import textwrap
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-from support import E2E_TIMEOUT_S, free_port, new_bucket, scratch_database
+from support import E2E_TIMEOUT_S, free_port, new_bucket, register_at_once, scratch_database
 
 from cormorant.config import PROJECT_ROOT, Settings
 from cormorant.lake import Lake
@@ -29,22 +28,6 @@ pytestmark = pytest.mark.e2e
 DAYS = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(4)]
 USER, PASSWORD = "cormorant", secrets.token_urlsafe(16)
 SPEC = PROJECT_ROOT / "include" / "specs" / "churn.yaml"
-REGISTER = textwrap.dedent(
-    """
-    import json, sys
-    from cormorant.config import Settings
-    from cormorant.lake import Lake
-    from cormorant.registry import register_and_promote
-    from cormorant.spec import load_spec
-
-    plan, result, start = json.loads(sys.argv[2]), json.loads(sys.argv[3]), float(sys.argv[4])
-    spec, settings = load_spec(sys.argv[1]), Settings.from_env()
-    lake = Lake(settings.lake_uri)
-    import time
-    time.sleep(max(0.0, start - time.time()))  # both processes reach the registry at the same moment
-    print(json.dumps(register_and_promote(spec, settings, lake, plan, [result]), default=str))
-    """
-)
 
 
 @pytest.fixture(scope="module")
@@ -141,31 +124,12 @@ def test_the_server_refuses_anonymous_clients(server):
     assert requests.get(search, auth=(USER, PASSWORD), timeout=E2E_TIMEOUT_S).status_code == 200
 
 
-def test_two_trainings_finishing_at_once_do_not_both_become_champion(trained):
+def test_two_trainings_finishing_at_once_do_not_both_become_champion(trained, tmp_path):
     """Two processes register and promote at the same moment, the worse model in one of them: they take
     turns (the lake's promotion lock), so exactly one decides against no champion and the better model
     ends as champion, whichever went first."""
-    start = time.time() + 3
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                REGISTER,
-                str(SPEC),
-                json.dumps(trained["plan"]),
-                json.dumps(trained["results"][trial_id]),
-                str(start),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        )  # fmt: skip
-        for trial_id in ("linear-0", "linear-1")
-    ]
-    outputs = [p.communicate(timeout=E2E_TIMEOUT_S)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
-    good, worse = (json.loads(out.strip().splitlines()[-1]) for out in outputs)
+    results = [trained["results"][t] for t in ("linear-0", "linear-1")]
+    good, worse = register_at_once(SPEC, trained["plan"], results, tmp_path)
     assert good["version"] != worse["version"]
     assert [s["decided_against"] for s in (good, worse)].count(None) == 1, (good, worse)
     client = _client()

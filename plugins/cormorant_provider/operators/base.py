@@ -101,11 +101,9 @@ class CormorantOperator(BaseOperator):
     @cached_property
     def lake(self) -> Lake:
         """The lake through Airflow's ObjectStoragePath, so S3 credentials come from a connection."""
-        from airflow.sdk import ObjectStoragePath
+        from cormorant_provider.storage import airflow_lake
 
-        from cormorant.lake import Lake
-
-        return Lake(ObjectStoragePath(self.settings.lake_uri, conn_id=self.settings.lake_conn_id))
+        return airflow_lake(self.settings)
 
     # Days a scheduled run looks back (labels and performance: the day whose labels became final).
     lags_behind_labels = False
