@@ -200,6 +200,38 @@ def _widen(lo: Any, hi: Any, table: pa.Table, column: str | None) -> tuple[Any, 
     return lo, hi
 
 
+class OpenPartition:
+    """The files of one committed partition, open: its columns read on demand (:meth:`Lake.opened`)."""
+
+    def __init__(self, manifest: Manifest, files: list[pq.ParquetFile]):
+        self.manifest = manifest
+        self.files = files
+        self.schema: pa.Schema = files[0].schema_arrow if files else pa.schema([])
+        self.num_rows = sum(f.metadata.num_rows for f in files)
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.schema.names)
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """These columns (default: all) of every row."""
+        return (
+            pa.concat_tables([f.read(columns=columns) for f in self.files])
+            if self.files
+            else (self.schema.empty_table() if columns is None else self.schema.empty_table().select(columns))
+        )
+
+    def iter_batches(
+        self, *, batch_size: int = 65_536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        for parquet in self.files:
+            # One row group at a time: asked for the whole file, the reader pre-buffers every row
+            # group's columns before the first batch (the file's size in memory); per row group it
+            # still coalesces each group's reads (what S3 wants) and memory stays one group.
+            for group in range(parquet.num_row_groups):
+                yield from parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
+
+
 class Lake:
     """A lake rooted at a local folder, ``file://`` URI or ``s3://`` URI (or an ObjectStoragePath)."""
 
@@ -492,18 +524,20 @@ class Lake:
             try:
                 fs.pipe_file(target, mine.encode(), mode="create")
                 break
-            except (FileExistsError, OSError) as exc:
+            except FileExistsError:
+                pass  # held; or released since (then the next try takes it)
+            except OSError as exc:
                 if not fs.exists(target):  # a failure other than "held"
                     raise OSError(f"cannot create the lock {self.uri(key)}: {exc}") from exc
-                with contextlib.suppress(FileNotFoundError, ValueError):
-                    held = json.loads(fs.cat_file(target))
-                    if time.time() - float(held["at"]) > stale_after_s:
-                        log.warning("breaking the stale lock %s held by %s", self.uri(key), held["holder"])
-                        fs.rm_file(target)
-                        continue
-                    wait(held["holder"])
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                held = json.loads(fs.cat_file(target))
+                if time.time() - float(held["at"]) > stale_after_s:
+                    log.warning("breaking the stale lock %s held by %s", self.uri(key), held["holder"])
+                    fs.rm_file(target)
                     continue
-                wait("unknown")
+                wait(held["holder"])
+                continue
+            wait("unknown")
         try:
             yield
         finally:
@@ -579,17 +613,16 @@ class Lake:
 
         return self._consistent(dataset, partition, read_files)
 
-    def iter_batches(
-        self, dataset: str, partition: str, *, batch_size: int = 65_536, columns: list[str] | None = None
-    ) -> Iterator[pa.RecordBatch]:
-        """Stream a committed partition in record batches (bounded memory).
+    @contextlib.contextmanager
+    def opened(self, dataset: str, partition: str) -> Iterator[OpenPartition]:
+        """A committed partition's files held open, to read columns from one commit on demand.
 
-        The files are opened before the first batch is yielded, so a commit landing later cannot
-        pull them away (an open file survives its removal on a local disk; on S3 the stream keeps
-        its object version only while open, so the consumer should not dawdle)."""
+        The files are opened before anything is read, so a commit landing meanwhile cannot pull them
+        away (an open file survives its removal on a local disk; on S3 the stream keeps its object
+        version only while open, so the consumer should not dawdle)."""
         key = self.partition_key(dataset, partition)
 
-        def open_files(manifest: Manifest) -> list[Any]:
+        def open_files(manifest: Manifest) -> tuple[Manifest, list[Any]]:
             opened = []
             try:
                 for entry in manifest.files:
@@ -598,22 +631,22 @@ class Lake:
                 for f in opened:
                     f.close()
                 raise
-            return opened
+            return manifest, opened
 
-        files = self._consistent(dataset, partition, open_files)
+        manifest, files = self._consistent(dataset, partition, open_files)
         try:
-            for f in files:
-                # One row group at a time: asked for the whole file, the reader pre-buffers every row
-                # group's columns before the first batch (the file's size in memory); per row group it
-                # still coalesces each group's reads (what S3 wants) and memory stays one group.
-                parquet = pq.ParquetFile(f)
-                for group in range(parquet.num_row_groups):
-                    yield from parquet.iter_batches(
-                        batch_size=batch_size, row_groups=[group], columns=columns
-                    )
+            yield OpenPartition(manifest, [pq.ParquetFile(f) for f in files])
         finally:
             for f in files:
                 f.close()
+
+    def iter_batches(
+        self, dataset: str, partition: str, *, batch_size: int = 65_536, columns: list[str] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a committed partition in record batches (bounded memory), from one commit (see
+        :meth:`opened`)."""
+        with self.opened(dataset, partition) as part:
+            yield from part.iter_batches(batch_size=batch_size, columns=columns)
 
     def read_many(
         self, dataset: str, partitions: Iterable[str], columns: list[str] | None = None

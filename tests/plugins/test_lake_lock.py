@@ -96,3 +96,24 @@ def test_a_holder_that_dies_does_not_block_the_next(where, tmp_path):
     with lake.exclusive(KEY, timeout_s=10, stale_after_s=stale_after_s):
         pass
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("where", ["s3"], indirect=True)  # a local lake's lock is an flock
+def test_a_lock_released_between_a_refused_create_and_the_next_look_is_taken(where, monkeypatch):
+    """The object store refuses the create (held), then the holder lets go before the waiter looks:
+    the waiter tries again and takes it (it raised "cannot create the lock" before)."""
+    lake = _lake(where)
+    fs = lake.path(KEY).fs
+    create = fs.pipe_file
+    refused = []
+
+    def refused_once(path, value, **kwargs):
+        if not refused:
+            refused.append(path)
+            raise FileExistsError("At least one of the pre-conditions you specified did not hold")
+        return create(path, value, **kwargs)
+
+    monkeypatch.setattr(fs, "pipe_file", refused_once)
+    with lake.exclusive(KEY, timeout_s=5):
+        assert lake.path(KEY).exists()
+    assert refused and not lake.path(KEY).exists()
