@@ -35,6 +35,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (``VmRSS``): a baseline for what a step adds."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def worker_result(command: list[str], **kwargs: Any) -> dict[str, Any]:
     """Run a benchmark worker process; its result is the JSON on its last stdout line, or, when it
     failed, ``{"error": <its last stderr line>}``."""

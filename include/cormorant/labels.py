@@ -177,13 +177,12 @@ def extract_labels(
 
 def validate_labels(spec: ModelSpec, lake: Lake, partition: str) -> tuple[Any, str]:
     """Run the labels suite on the day's label partition and keep its report; (result, report URI)."""
-    from cormorant.validation import validate_frame, validation_frame
+    from cormorant.validation import validate_table
 
-    manifest = lake.require(labels_dataset(spec), partition)
-    frame = validation_frame(lake.read(labels_dataset(spec), partition))
-    result = validate_frame(
-        frame, spec, partition=partition, content_hash=manifest.content_hash, suite="labels"
-    )
+    with lake.opened(labels_dataset(spec), partition) as part:  # one commit, read column by column
+        result = validate_table(
+            part, spec, partition=partition, content_hash=part.manifest.content_hash, suite="labels"
+        )
     return result, lake.write_json(label_report_key(spec, partition), result.to_dict())
 
 

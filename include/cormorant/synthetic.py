@@ -236,7 +236,7 @@ def land_days(spec: Any, lake: Any, days: Iterable[str], *, validated: bool = Tr
     import pyarrow as pa
 
     from cormorant.labels import labels_from_features, validate_labels
-    from cormorant.validation import validate_frame, validation_frame, validation_report_key
+    from cormorant.validation import validate_table, validation_report_key
     from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
 
     for day in days:
@@ -247,8 +247,8 @@ def land_days(spec: Any, lake: Any, days: Iterable[str], *, validated: bool = Tr
         )
         if not validated:
             continue
-        frame = validation_frame(lake.read(raw_dataset(spec), day))
-        result = validate_frame(frame, spec, partition=day, content_hash=manifest.content_hash)
+        with lake.opened(raw_dataset(spec), day) as part:
+            result = validate_table(part, spec, partition=day, content_hash=manifest.content_hash)
         lake.write_json(validation_report_key(spec, day), result.to_dict())
         labels_from_features(spec, lake, day)
         validate_labels(spec, lake, day)

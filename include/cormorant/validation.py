@@ -10,6 +10,7 @@ each expectation and column.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -189,11 +190,11 @@ def validation_frame(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def _column_groups(expectations: list[Any], frame: pd.DataFrame) -> dict[tuple[str, ...] | None, list[int]]:
+def _column_groups(expectations: list[Any], present: list[str]) -> dict[tuple[str, ...] | None, list[int]]:
     """Expectation indexes by the columns they read (``None``: the schema, for column existence and
     for checks of a column the partition lacks, which then fail naming it); in suite order."""
     groups: dict[tuple[str, ...] | None, list[int]] = {}
-    first = frame.columns[0] if len(frame.columns) else None
+    first = present[0] if present else None
     for i, e in enumerate(expectations):
         kind = type(e).__name__
         if kind == "ExpectTableRowCountToBeBetween":
@@ -202,36 +203,117 @@ def _column_groups(expectations: list[Any], frame: pd.DataFrame) -> dict[tuple[s
             key = None
         else:
             columns = tuple(getattr(e, "column_list", None) or [e.column])
-            key = columns if all(c in frame.columns for c in columns) else None
+            key = columns if all(c in present for c in columns) else None
         groups.setdefault(key, []).append(i)
     return groups
+
+
+def _skip_batch_fingerprint() -> None:
+    """Stop Great Expectations hashing every batch's frame.
+
+    Its pandas engine fingerprints each batch below ``HASH_THRESHOLD`` bytes (an md5 of
+    ``hash_pandas_object``: half the suite's time on 1M rows); the fingerprint only feeds the batch
+    markers of its own result, which Cormorant does not keep (the lake's content hash names the
+    partition). The threshold is that engine's switch for frames too big to hash; 0 means none."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    pandas_execution_engine.HASH_THRESHOLD = 0
+
+
+def _config_key(config: Any) -> str:
+    """An expectation's identity within a suite: its type, arguments and meta."""
+    kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}  # results carry the batch's
+    return json.dumps([config.type, kwargs, config.meta or {}], sort_keys=True, default=str)
+
+
+def validate_table(
+    table: Any, spec: ModelSpec, *, partition: str, content_hash: str = "", suite: str = "features"
+) -> ValidationResult:
+    """:func:`validate_frame` over a partition in Arrow, never whole in pandas: each group of
+    expectations gets :func:`validation_frame` of only the columns it reads. ``table`` is a
+    ``pyarrow.Table`` or an open lake partition (:meth:`cormorant.lake.Lake.opened`), whose columns are
+    then read group by group: memory stays near one group's columns, not the partition's."""
+
+    def view(columns: tuple[str, ...] | None) -> pd.DataFrame:
+        if isinstance(table, pa.Table):
+            return validation_frame(table.slice(0, 0) if columns is None else table.select(list(columns)))
+        if columns is None:
+            return validation_frame(table.schema.empty_table())
+        return validation_frame(table.read(list(columns)))
+
+    return _validate(
+        view,
+        table.column_names,
+        table.num_rows,
+        spec,
+        partition=partition,
+        content_hash=content_hash,
+        suite=suite,
+    )
 
 
 def validate_frame(
     frame: pd.DataFrame, spec: ModelSpec, *, partition: str, content_hash: str = "", suite: str = "features"
 ) -> ValidationResult:
-    """Run one of the spec's suites over ``frame`` and return every outcome (never raises on bad data)."""
+    """Run one of the spec's suites over ``frame`` and return every outcome (never raises on bad data).
+
+    Every expectation runs with Great Expectations' ``BOOLEAN_ONLY`` result format (the verdict, no
+    examples); the ones that fail run again with ``SUMMARY``, whose observed values, counts and
+    examples make the report's messages. A partition that passes pays for no examples."""
+
+    def view(columns: tuple[str, ...] | None) -> pd.DataFrame:
+        return frame.iloc[:0] if columns is None else frame[list(columns)]
+
+    return _validate(
+        view,
+        list(frame.columns),
+        len(frame),
+        spec,
+        partition=partition,
+        content_hash=content_hash,
+        suite=suite,
+    )
+
+
+def _validate(
+    view: Any,
+    present: list[str],
+    row_count: int,
+    spec: ModelSpec,
+    *,
+    partition: str,
+    content_hash: str,
+    suite: str,
+) -> ValidationResult:
+    """The suite over a partition whose columns ``present`` are handed out by ``view(columns)`` (a
+    frame of those columns; ``None``: no rows, every column)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    _skip_batch_fingerprint()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas(name=f"cormorant_{spec.name}")
     whole = source.add_dataframe_asset(name="partition").add_batch_definition_whole_dataframe("whole")
     expectations = build_expectations(spec, suite)
     results: list[Any] = [None] * len(expectations)
-    for group, (columns, members) in enumerate(_column_groups(expectations, frame).items()):
+    for group, (columns, members) in enumerate(_column_groups(expectations, present).items()):
         # Each group of expectations sees only the columns it reads: Great Expectations filters the
         # batch's whole frame once per column check, so a narrow frame is what keeps it fast.
-        view = frame.iloc[:0] if columns is None else frame[list(columns)]
-        batch = whole.get_batch(batch_parameters={"dataframe": view})
-        group_suite = gx.ExpectationSuite(name=f"{spec.name}_{suite}_{group}")
-        for i in members:
-            group_suite.add_expectation(expectations[i])
-        outcome = batch.validate(group_suite, result_format="SUMMARY")
-        for i, r in zip(members, outcome.results, strict=True):
-            results[i] = r
+        batch = whole.get_batch(batch_parameters={"dataframe": view(columns)})
+        for result_format in ("BOOLEAN_ONLY", "SUMMARY"):
+            if not members:
+                break
+            group_suite = gx.ExpectationSuite(name=f"{spec.name}_{suite}_{group}")
+            slots: dict[str, list[int]] = {}
+            for i in members:
+                group_suite.add_expectation(expectations[i])
+                slots.setdefault(_config_key(expectations[i].configuration), []).append(i)
+            outcome = batch.validate(group_suite, result_format=result_format)
+            for r in outcome.results:  # not in the suite's order: erroring ones come first
+                results[slots[_config_key(r.expectation_config)].pop(0)] = r
+            members = [i for i in members if not results[i].success]
     failures, evaluated = [], []
     for r in results:
         kwargs = r.expectation_config.kwargs
@@ -243,7 +325,7 @@ def validate_frame(
         }
         evaluated.append(entry)
         if not r.success:
-            missing = kwargs.get("column") is not None and kwargs["column"] not in frame.columns
+            missing = kwargs.get("column") is not None and kwargs["column"] not in present
             detail = "column is missing from the partition" if missing else _detail(r, spec)
             failures.append({**entry, "detail": detail})
     result = ValidationResult(
@@ -251,7 +333,7 @@ def validate_frame(
         partition=partition,
         success=not failures,
         evaluated=len(evaluated),
-        row_count=len(frame),
+        row_count=row_count,
         content_hash=content_hash,
         failures=failures,
         expectations=evaluated,

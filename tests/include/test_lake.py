@@ -93,6 +93,16 @@ def test_iter_batches_streams_the_committed_rows(lake):
     assert max(sizes) <= 10
 
 
+def test_an_opened_partition_reads_its_own_commit_column_by_column(lake):
+    lake.write_partition("d", "2024-03-01", _batches(25), schema=SCHEMA)
+    with lake.opened("d", "2024-03-01") as part:
+        lake.write_partition("d", "2024-03-01", _batches(7, start=100), schema=SCHEMA)  # a re-run lands
+        assert (part.num_rows, part.column_names, part.manifest.row_count) == (25, ["id", "value"], 25)
+        assert part.read(["value"]).column_names == ["value"]
+        assert part.read(["id"]).column("id").to_pylist() == list(range(25))
+    assert lake.read("d", "2024-03-01").column("id").to_pylist() == list(range(100, 107))
+
+
 def test_json_documents_are_written_atomically_and_read_back(lake):
     uri = lake.write_json("r/x.json", {"a": 1})
     assert uri.endswith("r/x.json")

@@ -13,6 +13,7 @@ from cormorant.validation import (
     build_expectations,
     require_validated,
     validate_frame,
+    validate_table,
     validation_frame,
     validation_report_key,
 )
@@ -57,6 +58,52 @@ def test_dropped_column_and_null_feature_are_all_reported(example_spec, day):
     message = str(DataValidationError(result))
     assert "expect_column_to_exist on region: column is missing from the partition" in message
     assert "usage_gb: 100.0% unexpected" in message
+
+
+def test_the_report_lists_every_expectation_in_the_suites_order_with_its_own_verdict(example_spec, day):
+    # Great Expectations returns a suite's results erroring ones first; each verdict must stay with its
+    # own expectation, and a failure's message comes from the detailed (SUMMARY) rerun.
+    broken = day.drop(columns=["region"])
+    broken.loc[:3, "support_calls"] = -3
+    result = validate_frame(broken, example_spec, partition="2024-03-01")
+    suite = build_expectations(example_spec)
+    assert [e["expectation"] for e in result.expectations] == [x.expectation_type for x in suite]
+    assert [e["column"] for e in result.expectations] == [getattr(x, "column", None) for x in suite]
+    failed = {(e["expectation"], e["column"]) for e in result.expectations if not e["success"]}
+    region = {("expect_column_to_exist", "region"), ("expect_column_values_to_not_be_null", "region")}
+    region |= {(x.expectation_type, "region") for x in suite if getattr(x, "column", None) == "region"}
+    assert failed == region | {("expect_column_values_to_be_between", "support_calls")}
+    (calls,) = [f for f in result.failures if f["column"] == "support_calls"]
+    assert calls["detail"] == (
+        "0.4% unexpected; e.g. [-3.0, -3.0, -3.0, -3.0]; expected {'min_value': 0.0, 'max_value': 100.0}"
+    )
+
+
+def test_a_lake_partition_read_column_by_column_gets_the_same_report_as_the_whole_frame(
+    example_spec, lake, day
+):
+    broken = day.drop(columns=["region"])
+    broken.loc[:3, "support_calls"] = -3
+    broken.loc[5:9, "customer_id"] = broken.loc[0, "customer_id"]  # shared keys
+    table = pa.Table.from_pandas(broken, preserve_index=False)
+    usage = table.column("usage_gb").to_pylist()
+    usage[:2] = [float("nan"), float("inf")]  # a NaN is a value, told apart from a null (kept as None)
+    table = table.set_column(table.schema.get_field_index("usage_gb"), "usage_gb", pa.array(usage))
+    manifest = lake.write_partition(raw_dataset(example_spec), "2024-03-01", table.to_batches())
+    whole = validate_frame(validation_frame(table), example_spec, partition="2024-03-01", content_hash="h")
+    with lake.opened(raw_dataset(example_spec), "2024-03-01") as part:
+        assert part.manifest == manifest
+        by_column = validate_table(part, example_spec, partition="2024-03-01", content_hash="h")
+    assert by_column.to_dict() == whole.to_dict()
+    failed = {(f["expectation"], f["column"]) for f in whole.failures}
+    assert {
+        ("expect_column_to_exist", "region"),
+        ("expect_column_values_to_be_unique", "customer_id"),
+        ("expect_column_values_to_be_between", "usage_gb"),
+        ("expect_column_values_to_be_between", "support_calls"),
+    } <= failed
+    (finite,) = [f for f in whole.failures if f["column"] == "usage_gb"]
+    assert finite["detail"].startswith("2 non-finite value(s) (NaN or +/-inf)")
 
 
 def test_out_of_set_category_and_range_are_reported(example_spec, day):

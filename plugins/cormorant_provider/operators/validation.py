@@ -30,16 +30,16 @@ class DataValidationOperator(CormorantOperator):
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from cormorant.validation import (
-            validate_frame,
-            validation_frame,
+            validate_table,
             validation_report_key,
         )
         from cormorant.warehouse import raw_dataset
 
         def validate(partition: str) -> tuple[Any, str]:
-            manifest = self.lake.require(raw_dataset(self.spec), partition)
-            frame = validation_frame(self.lake.read(raw_dataset(self.spec), partition))
-            result = validate_frame(frame, self.spec, partition=partition, content_hash=manifest.content_hash)
+            with self.lake.opened(raw_dataset(self.spec), partition) as part:  # one commit, its columns
+                result = validate_table(
+                    part, self.spec, partition=partition, content_hash=part.manifest.content_hash
+                )
             return result, self.lake.write_json(validation_report_key(self.spec, partition), result.to_dict())
 
         return self.gate(context, validate, "Validation of")
