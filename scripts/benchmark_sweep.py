@@ -6,7 +6,9 @@ Plans the example spec's sweep (its search space: four trials) over ``--days`` d
 in a scratch lake and MLflow store, then runs it as the embedded default does
 (``cormorant.sweep.run_trials_locally``: trainer processes side by side, each running its share of
 the trials with its share of the CPUs), once one trial process at a time (the anchor: how ``dag.test()``
-ran a sweep before) and once at the machine's parallelism. Each trial reports its compute (CV fits, the
+ran a sweep before), once at the machine's parallelism, and once on warm trainer processes started
+ahead of it (``cormorant.sweep.TrainerPool``, what ``cormorant run`` does; their imports done before
+the clock starts). Each trial reports its compute (CV fits, the
 refit, scoring); the goal is a sweep wall time of at most 1.25x (sum of trial compute / parallelism).
 Every run starts from an empty MLflow store, so no trial is a cache hit.
 Results in ``benchmarks/results/sweep-<timestamp>.{json,md}``.
@@ -29,10 +31,10 @@ from bench_common import add_repeat, finish, median_run, say  # noqa: E402
 from benchmark_trial import SPEC, _env, setup  # noqa: E402
 
 
-def run(home: Path, days: list[str], parallel: int) -> dict:
+def run(home: Path, days: list[str], parallel: int, *, warm: bool = False) -> dict:
     from cormorant.lake import Lake
     from cormorant.spec import load_spec
-    from cormorant.sweep import plan_sweep, run_trials_locally, trial_threads_when_sharing
+    from cormorant.sweep import TrainerPool, plan_sweep, run_trials_locally, trial_threads_when_sharing
 
     store = Path(tempfile.mkdtemp(prefix="store-", dir=home))  # a new MLflow store: no cache hits
     os.environ.update(
@@ -45,9 +47,16 @@ def run(home: Path, days: list[str], parallel: int) -> dict:
     setup_mlflow_only()
     spec = load_spec(SPEC)
     plan = plan_sweep(spec, Lake((home / "lake").as_uri()), days[-1], window_days=len(days))
-    started = time.perf_counter()
-    results = run_trials_locally(SPEC, plan["trials"], parallel=parallel)
-    wall = time.perf_counter() - started
+    pool = TrainerPool(parallel) if warm else None
+    try:
+        if pool:  # started ahead, as `cormorant run` does: their imports are done before the clock
+            pool.wait_ready()
+        started = time.perf_counter()
+        results = run_trials_locally(SPEC, plan["trials"], parallel=parallel, pool=pool)
+        wall = time.perf_counter() - started
+    finally:
+        if pool:
+            pool.close()
     failed = [r for r in results if r.get("status") != "ok"]
     if failed or len(results) != len(plan["trials"]):
         return {
@@ -56,6 +65,7 @@ def run(home: Path, days: list[str], parallel: int) -> dict:
     compute = sum(r["compute_seconds"] for r in results)
     return {
         "parallel": parallel,
+        "warm": warm,
         "threads_per_trial": trial_threads_when_sharing(parallel),
         "trials": len(results),
         "seconds": wall,
@@ -76,18 +86,20 @@ def setup_mlflow_only() -> None:
 
 def render(results: list[dict]) -> str:
     lines = [
-        "| trial processes at once | threads each | trials | sweep wall (s) | trial compute, summed (s) "
-        "| compute / parallelism (s) | wall vs that (goal <= 1.25x) | vs one at a time |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| trial processes at once | started | threads each | trials | sweep wall (s) "
+        "| trial compute, summed (s) | compute / parallelism (s) | wall vs that (goal <= 1.25x) "
+        "| vs one at a time |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = next((r for r in results if r.get("parallel") == 1), None)
+    base = next((r for r in results if r.get("parallel") == 1 and not r.get("warm")), None)
     for r in results:
         if "error" in r:
-            lines.append(f"| – | – | – | – | – | – | {r['error']} | – |")
+            lines.append(f"| – | – | – | – | – | – | – | {r['error']} | – |")
             continue
         speedup = f"{base['seconds'] / r['seconds']:.2f}x" if base else "–"
         lines.append(
-            f"| {r['parallel']} | {r['threads_per_trial']} | {r['trials']} | {r['seconds']:.1f} | "
+            f"| {r['parallel']} | {'ahead, warm' if r.get('warm') else 'by the sweep'} | "
+            f"{r['threads_per_trial']} | {r['trials']} | {r['seconds']:.1f} | "
             f"{r['compute_seconds']:.1f} | {r['ideal_seconds']:.1f} | **{r['vs_ideal']:.2f}x** | {speedup} |"
         )
     return "\n".join(lines)
@@ -107,11 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-sweep-") as tmp:
         home = Path(tmp)
         setup(home, days, validated=True)
-        for parallel in sorted({1, local_trial_parallelism()}):
+        parallel = local_trial_parallelism()
+        for at_once, warm in sorted({(1, False), (parallel, False), (parallel, True)}):
             results.append(
                 say(
-                    f"{parallel} at once:",
-                    median_run([run(home, days, parallel) for _ in range(args.repeat)]),
+                    f"{at_once} at once{' (warm)' if warm else ''}:",
+                    median_run([run(home, days, at_once, warm=warm) for _ in range(args.repeat)]),
                     lambda r: (
                         f"wall {r['seconds']:5.1f}s  compute {r['compute_seconds']:5.1f}s  "
                         f"vs compute/parallelism {r['vs_ideal']:.2f}x"

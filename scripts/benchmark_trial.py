@@ -4,7 +4,9 @@
 
 Runs the trainer CLI exactly as the local backend and a Kubernetes pod do (``python -m
 cormorant.trainer --spec ... --trial @trial.json``), on ``--days`` days of the example data in a scratch
-lake and MLflow store, one trial per family, each a fresh process. The trainer reports its compute (CV
+lake and MLflow store, one trial per family, each a fresh process; then each again on a warm trainer
+process (``cormorant.sweep.TrainerPool``, what ``cormorant run`` starts ahead of its sweeps) after a
+first, unmeasured trial there. The trainer reports its compute (CV
 fits, the refit, scoring: ``compute_seconds``) and its time inside ``run_trial``; the rest of the
 process's wall time is start-up and imports. The fixed cost is wall time minus compute (target: at
 most 3 s). Results in ``benchmarks/results/trial-<timestamp>.{json,md}``.
@@ -59,31 +61,40 @@ def _env(home: Path) -> dict[str, str]:
     }
 
 
-def run(family: str, home: Path, days: list[str]) -> dict:
+def _trial(family: str, days: list[str]) -> dict:
     from cormorant.trainer import Trial
 
-    trial = Trial(
-        trial_id=f"{family}-0",
-        family=family,
-        params=PARAMS[family],
-        train_partitions=days[:-1],
-        holdout_partitions=days[-1:],
-        folds=3,
-        seed=7,
-        sweep_key="bench",
+    return asdict(
+        Trial(
+            trial_id=f"{family}-0",
+            family=family,
+            params=PARAMS[family],
+            train_partitions=days[:-1],
+            holdout_partitions=days[-1:],
+            folds=3,
+            seed=7,
+            sweep_key="bench",
+        )
     )
+
+
+def run(family: str, home: Path, days: list[str]) -> dict:
+    """The trial in a fresh trainer process, as a pod and a scheduler's trial task run it."""
     from cormorant.trainer import trainer_command
 
     env = {**os.environ, **_env(home), "PYTHONPATH": str(ROOT / "include")}
     out = home / f"{family}-result.json"
     started = time.perf_counter()
-    proc = subprocess.run(trainer_command(SPEC, asdict(trial), out), env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        trainer_command(SPEC, _trial(family, days), out), env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         return {"family": family, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     result = json.loads(out.read_text())
     return {
         "family": family,
+        "process": "fresh",
         "wall_seconds": wall,
         "in_trainer_seconds": result["seconds"],
         "compute_seconds": result["compute_seconds"],
@@ -92,18 +103,41 @@ def run(family: str, home: Path, days: list[str]) -> dict:
     }
 
 
+def run_warm(family: str, home: Path, days: list[str], pool: object) -> dict:
+    """The trial on a warm trainer process (``cormorant.sweep.TrainerPool``, what ``cormorant run``
+    starts ahead of its sweeps), after a first trial of another family there."""
+    started = time.perf_counter()
+    (result,) = pool.run(0, SPEC, [_trial(family, days)])
+    wall = time.perf_counter() - started
+    if result.get("status") != "ok":
+        return {"family": family, "error": result.get("error", "failed")}
+    return {
+        "family": family,
+        "process": "warm",
+        "wall_seconds": wall,
+        "in_trainer_seconds": result["seconds"],
+        "compute_seconds": result["compute_seconds"],
+        "startup_seconds": wall - result["seconds"],
+        "fixed_seconds": wall - result["compute_seconds"],
+    }
+
+
+PROCESS = {"fresh": "fresh (CLI, pod)", "warm": "warm (`cormorant run`)"}
+
+
 def render(results: list[dict]) -> str:
     lines = [
-        "| family | wall (s) | compute: fit + score (s) | start-up and imports (s) | fixed cost (s) "
-        "| vs 3 s target |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| family | trainer process | wall (s) | compute: fit + score (s) | start-up and imports (s) "
+        "| fixed cost (s) | vs 3 s target |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['family']} | – | – | – | – | {r['error']} |")
+            lines.append(f"| {r['family']} | – | – | – | – | – | {r['error']} |")
             continue
         lines.append(
-            f"| {r['family']} | {r['wall_seconds']:.1f} | {r['compute_seconds']:.1f} | "
+            f"| {r['family']} | {PROCESS[r['process']]} | {r['wall_seconds']:.1f} | "
+            f"{r['compute_seconds']:.1f} | "
             f"{r['startup_seconds']:.1f} | **{r['fixed_seconds']:.1f}** | {r['fixed_seconds'] / 3:.1f}x |"
         )
     return "\n".join(lines)
@@ -117,23 +151,34 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # make bench passes sizes; trials use days
     args = parser.parse_args(argv)
 
+    from cormorant.sweep import TrainerPool
+
     days = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(args.days)]
     results = []
+
+    def keep(label: str, runs: list[dict]) -> None:
+        results.append(
+            say(
+                label,
+                median_run(runs, key="wall_seconds"),
+                lambda r: (
+                    f"wall {r['wall_seconds']:5.1f}s  compute {r['compute_seconds']:5.1f}s  "
+                    f"fixed {r['fixed_seconds']:5.1f}s"
+                ),
+            )
+        )
+
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-trial-") as tmp:
         home = Path(tmp)
         setup(home, days)
         for family in args.families:
-            runs = [run(family, home, days) for _ in range(args.repeat)]
-            results.append(
-                say(
-                    f"{family:<8}",
-                    median_run(runs, key="wall_seconds"),
-                    lambda r: (
-                        f"wall {r['wall_seconds']:5.1f}s  compute {r['compute_seconds']:5.1f}s  "
-                        f"fixed {r['fixed_seconds']:5.1f}s"
-                    ),
-                )
-            )
+            keep(f"{family:<8} fresh", [run(family, home, days) for _ in range(args.repeat)])
+        os.environ.update(_env(home))
+        with TrainerPool(1) as pool:
+            pool.wait_ready()
+            pool.run(0, SPEC, [_trial("linear", days)])  # the process's first trial, not measured
+            for family in args.families:
+                keep(f"{family:<8} warm ", [run_warm(family, home, days, pool) for _ in range(args.repeat)])
     return finish("trial", results, render(results))
 
 

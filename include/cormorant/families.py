@@ -268,6 +268,14 @@ def to_onnx(trained: Trained, n_features: int) -> Any:
     return _score_output(model, classification=trained.classification)
 
 
+def warm_exporter() -> None:
+    """Export a one-layer MLP once, so that a process's first real export finds torch's ONNX exporter
+    ready (raises ImportError without torch)."""
+    import torch
+
+    _mlp_to_onnx(_ScoredMLP(torch.nn.Linear(2, 1), True, 0.0, 1.0).eval(), 2)
+
+
 def _mlp_to_onnx(model: Any, n_features: int) -> Any:
     import torch
 

@@ -8,10 +8,12 @@ stops the sweep (nothing is trained, nothing promoted).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
+import sys
 from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
@@ -168,44 +170,180 @@ def trial_threads_when_sharing(parallel: int, cpus: int | None = None) -> int:
     return max(1, (cpus or len(os.sched_getaffinity(0))) // max(1, parallel))
 
 
-def run_trials_locally(
-    spec_path: Path | str, trials: list[dict[str, Any]], *, parallel: int, env: dict[str, str] | None = None
+# Trial kinds by how long a trial usually takes beyond its data (scripts/benchmark_trial.py: the MLP's
+# training and export, then XGBoost): a warm pool starts the long ones first.
+LONGEST_FIRST = {"mlp": 0, "xgboost": 1, "linear": 2}
+
+
+class TrainerPool:
+    """Trainer processes started ahead of the trials and kept (``python -m cormorant.trainer --serve``).
+
+    Each imports what trials use as it starts, while the pipeline does other work, and then serves
+    trial after trial: sweeps run on it pay no process start-up or imports. The embedded runner starts
+    one per pipeline run (``cormorant run``); a scheduler's trial tasks and pods start their own
+    process as before. A worker that died is replaced by a one-off trainer process for its share."""
+
+    def __init__(self, size: int, env: dict[str, str] | None = None):
+        import os
+        import subprocess
+        import tempfile
+        import threading
+
+        self.size = max(1, size)
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "CORMORANT_TRIAL_THREADS": str(trial_threads_when_sharing(self.size)),
+        }
+        self.logs = tempfile.TemporaryDirectory(prefix="cormorant-trainers-")
+        self.locks = [threading.Lock() for _ in range(self.size)]
+        self.ready = [False] * self.size
+        self.workers = []
+        for i in range(self.size):
+            with open(Path(self.logs.name) / f"trainer-{i}.log", "w") as log_file:
+                self.workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "cormorant.trainer", "--serve"],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=log_file,
+                        env=self.env,
+                        text=True,
+                    )
+                )
+        log.info("started %d warm trainer processes", self.size)
+
+    def run(self, worker: int, spec_path: Path | str, trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run ``trials`` one after another on worker ``worker``; their results (none if it died)."""
+        import tempfile
+
+        process = self.workers[worker]
+        with self.locks[worker], tempfile.TemporaryDirectory(prefix="cormorant-trials-") as tmp:
+            output = Path(tmp) / "results.json"
+            request = {"spec": str(spec_path), "trials": trials, "output": str(output)}
+            try:
+                process.stdin.write(json.dumps(request) + "\n")
+                process.stdin.flush()
+                self._answer(worker, "output")
+            except (BrokenPipeError, OSError) as exc:
+                log.warning("trainer process %d is gone (%s)", process.pid, exc)
+            if not output.exists():  # it died on the way: one-off trainer processes take its share
+                log.warning(
+                    "trainer process %d ended (%s); running its trials afresh", process.pid, process.poll()
+                )
+                return _run_in_process(spec_path, trials, self.env)
+            results = json.loads(output.read_text())
+            return results if isinstance(results, list) else [results]
+
+    def _answer(self, worker: int, key: str) -> dict[str, Any] | None:
+        """Worker ``worker``'s next answer holding ``key`` (None if it ended first)."""
+        from cormorant.trainer import SERVE_ANSWER
+
+        for line in self.workers[worker].stdout:
+            if line.startswith(SERVE_ANSWER):
+                answer = json.loads(line[len(SERVE_ANSWER) :])
+                if key in answer:
+                    return answer
+        return None
+
+    def wait_ready(self) -> None:
+        """Block until every worker has done its imports (a benchmark starts its clock after this)."""
+        for worker, ready in enumerate(self.ready):
+            if not ready:
+                with self.locks[worker]:
+                    self._answer(worker, "ready")
+                    self.ready[worker] = True
+
+    def close(self) -> None:
+        for process in self.workers:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        for process in self.workers:
+            try:
+                process.wait(timeout=30)
+            except Exception:
+                process.kill()
+                process.wait()
+        self.logs.cleanup()
+
+    def __enter__(self) -> TrainerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _run_in_process(
+    spec_path: Path | str, trials: list[dict[str, Any]], env: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """Run ``trials`` with the trainer CLI in ``parallel`` processes, each running its share of the
-    trials one after another (start-up and imports paid once per process) with its share of the CPUs;
-    the results that came back. The trainer records each trial in MLflow under its cache key, so a trial
-    task given the same trial afterwards reuses it."""
-    import os
+    """``trials`` in a trainer process of their own (the CLI); the results that came back."""
     import subprocess
     import tempfile
+
+    from cormorant.trainer import trainer_command
+
+    with tempfile.TemporaryDirectory(prefix="cormorant-trials-") as tmp:
+        output = Path(tmp) / "results.json"
+        proc = subprocess.run(trainer_command(spec_path, trials, output), env=env, capture_output=True)
+        if proc.returncode != 0:
+            log.info("trials %s: the trainer exited %d", [t["trial_id"] for t in trials], proc.returncode)
+        if not output.exists():
+            return []
+        results = json.loads(output.read_text())
+        return results if isinstance(results, list) else [results]
+
+
+def run_trials_locally(
+    spec_path: Path | str,
+    trials: list[dict[str, Any]],
+    *,
+    parallel: int,
+    env: dict[str, str] | None = None,
+    pool: TrainerPool | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``trials`` with the trainer CLI in ``parallel`` processes, each running its share of the
+    trials one after another (start-up and imports paid once per process) with its share of the CPUs,
+    or on ``pool``'s warm processes (its size is the parallelism); the results that came back. The
+    trainer records each trial in MLflow under its cache key, so a trial task given the same trial
+    afterwards reuses it."""
+    import os
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from cormorant.config import Settings
     from cormorant.spec import load_spec
     from cormorant.tracking import ensure_experiment
-    from cormorant.trainer import trainer_command
 
-    parallel = max(1, min(parallel, len(trials)))
-    threads = trial_threads_when_sharing(parallel)
+    lock = threading.Lock()
+    parallel = max(1, min(pool.size if pool else parallel, len(trials)))
+    threads = trial_threads_when_sharing(pool.size if pool else parallel)
     base = {**os.environ, **(env or {}), "CORMORANT_TRIAL_THREADS": str(threads)}
     # Trainers started side by side on a store that does not exist yet would race to create its tables
     # (SQLite: "table _alembic_tmp_metrics already exists"): create the store and experiment first.
     ensure_experiment(load_spec(spec_path), Settings.from_env(base))
 
-    def share(group: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        with tempfile.TemporaryDirectory(prefix="cormorant-trials-") as tmp:
-            output = Path(tmp) / "results.json"
-            proc = subprocess.run(trainer_command(spec_path, group, output), env=base, capture_output=True)
-            if proc.returncode != 0:
-                log.info("trials %s: the trainer exited %d", [t["trial_id"] for t in group], proc.returncode)
-            if not output.exists():
-                return []
-            results = json.loads(output.read_text())
-            return results if isinstance(results, list) else [results]
+    queue = sorted(trials, key=lambda t: LONGEST_FIRST.get(t["family"], 0))  # stable: plan order within
 
-    log.info("running %d trials in %d processes, %d thread(s) each", len(trials), parallel, threads)
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return [r for rs in pool.map(share, [trials[i::parallel] for i in range(parallel)]) for r in rs]
+    def share(worker: int) -> list[dict[str, Any]]:
+        if not pool:  # a process per share: its imports are paid once for its share
+            return _run_in_process(spec_path, trials[worker::parallel], base)
+        done: list[dict[str, Any]] = []
+        while True:  # warm processes take the next trial as they come free, the longest kinds first
+            with lock:
+                if not queue:
+                    return done
+                trial = queue.pop(0)
+            done += pool.run(worker, spec_path, [trial])
+
+    log.info(
+        "running %d trials in %d processes, %d thread(s) each%s",
+        len(trials),
+        parallel,
+        threads,
+        " (warm)" if pool else "",
+    )
+    with ThreadPoolExecutor(max_workers=parallel) as pool_threads:
+        return [r for rs in pool_threads.map(share, range(parallel)) for r in rs]
 
 
 def plan_sweep(

@@ -16,6 +16,7 @@ A trial that fails still writes a result: ``status: failed``, the cause, and whe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -37,6 +38,9 @@ log = logging.getLogger("cormorant.trainer")
 PARITY_TOLERANCE = 1e-4
 EXIT_RETRYABLE = 1
 EXIT_DETERMINISTIC = 3
+SERVE_ANSWER = "cormorant-trainer: "  # how --serve's answers begin
+# "fresh": a process for its trials (the CLI, a pod); "warm": a kept one (--serve), tagged on each run
+TRAINER_PROCESS = "fresh"
 # Errors a retry of the same trial on the same data would hit again.
 DETERMINISTIC = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, NotImplementedError)
 
@@ -230,6 +234,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
             "cormorant.trainer_version": __version__,
             "cormorant.device": device,
             "cormorant.cache_key": trial.cache_key,
+            "cormorant.trainer_process": TRAINER_PROCESS,
         },
     ) as run:
         mlflow.log_params({**trial.params, "family": trial.family, "folds": trial.folds, "seed": trial.seed})
@@ -335,12 +340,91 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
     return result
 
 
+def warm_up() -> None:
+    """Import what trials use, ahead of the first one: MLflow, scikit-learn and skl2onnx, XGBoost and
+    onnxmltools, ONNX Runtime, and (where installed) torch with its ONNX exporter."""
+    import importlib
+
+    for name in (
+        "mlflow",
+        "mlflow.onnx",
+        "sklearn.linear_model",
+        "skl2onnx",
+        "xgboost",
+        "onnxmltools",
+        "onnxruntime",
+        "cormorant.export",
+        "cormorant.features",
+        "cormorant.explain",
+        "cormorant.importance",
+        "cormorant.drift",
+        "torch",
+        "torch._dynamo",  # imported by the first optimizer (1 s)
+        "torch.onnx._internal.exporter._core",
+        "onnxscript.function_libs.torch_lib.ops",
+    ):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a trainer image without torch serves the other families
+            log.debug("warm-up: %s is not installed", name)
+    # What a process's first trial builds once, done now: MLflow's map of installed packages (its check
+    # of a logged model's requirements; 1.5 s in a large environment) and the torch ONNX exporter's
+    # registry (its first export takes 2-3 s, later ones under 1 s).
+    from cormorant import families
+
+    with contextlib.suppress(Exception):
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    with contextlib.suppress(ImportError):
+        families.warm_exporter()
+
+
+def serve(stdin: Any = None, stdout: Any = None) -> int:
+    """Serve trials to a parent that keeps this process (:class:`cormorant.sweep.TrainerPool`).
+
+    It warms up and says so (:data:`SERVE_ANSWER` ``{"ready": true}``); then for each line of JSON on
+    stdin, ``{"spec": PATH, "trials": [...], "output": PATH}``, it runs the trials as the CLI does,
+    writes their results to ``output`` and answers :data:`SERVE_ANSWER` ``{"output": PATH, "code": N}``.
+    It ends at the end of stdin."""
+    import os
+
+    global TRAINER_PROCESS
+    TRAINER_PROCESS = "warm"
+    stdin = stdin or sys.stdin
+    if stdout is None:  # answers on a copy of stdout; anything else printed goes to stderr
+        stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    warm_up()
+    stdout.write(SERVE_ANSWER + json.dumps({"ready": True}) + "\n")
+    stdout.flush()
+    settings = Settings.from_env()
+    for line in stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        spec, results, code = load_spec(request["spec"]), [], 0
+        for given in request["trials"]:
+            result, trial_code = _run_and_record(spec, Trial.from_dict(given), settings)
+            results.append(result)
+            code = code or trial_code
+        Path(request["output"]).write_text(json.dumps(results, sort_keys=True))
+        stdout.write(SERVE_ANSWER + json.dumps({"output": request["output"], "code": code}) + "\n")
+        stdout.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cormorant-trainer", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, type=Path, help="the model spec YAML file")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep running: warm up, then run the trials asked for on stdin (one JSON request per line)",
+    )
+    parser.add_argument("--spec", type=Path, help="the model spec YAML file")
     parser.add_argument(
         "--trial",
-        required=True,
         action="append",
         help="the trial as JSON, or @FILE to read it from a file; several run one after another in this "
         "process (its start-up and imports paid once)",
@@ -354,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.serve:
+        return serve()
+    if args.spec is None or not args.trial:
+        parser.error("--spec and --trial are required (or --serve)")
     spec, settings = load_spec(args.spec), Settings.from_env()
     results, code = [], 0
     for given in args.trial:

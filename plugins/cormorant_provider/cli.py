@@ -159,7 +159,12 @@ def run(args: argparse.Namespace) -> int:
     os.environ[ledger.LEDGER_ENV] = str(compute)
     began = time.monotonic()
     runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=spec.name)
-    failed = replay(runner, spec, days, stages)
+    if "train" in stages:
+        runner.start_trainers()  # warm while the first days are ingested and validated
+    try:
+        failed = replay(runner, spec, days, stages)
+    finally:
+        runner.close()
     wall = time.monotonic() - began
     print()
     print(runner.summary_text())

@@ -51,6 +51,25 @@ class PipelineRunner:
     def __init__(self, dags: dict[str, Any], spec_name: str):
         self.dags, self.spec_name = dags, spec_name
         self.history: list[StageRun] = []
+        self.trainers: Any = None  # cormorant.sweep.TrainerPool, once started
+
+    def start_trainers(self) -> None:
+        """Start warm trainer processes now (:class:`cormorant.sweep.TrainerPool`), for the sweeps this
+        runner will run side by side: their imports overlap the stages before the first sweep, and
+        every sweep of the run reuses them. Nothing when the spec's trials do not run locally."""
+        from cormorant.sweep import TrainerPool, local_trial_parallelism
+
+        trial_task = self.dags.get(f"{self.spec_name}__train", None)
+        trial_task = trial_task and trial_task.task_dict.get("trial")
+        backend = getattr(trial_task, "partial_kwargs", {}).get("backend", "local")
+        if trial_task is None or backend != "local" or local_trial_parallelism() < 2 or self.trainers:
+            return
+        self.trainers = TrainerPool(local_trial_parallelism())
+
+    def close(self) -> None:
+        if self.trainers is not None:
+            self.trainers.close()
+            self.trainers = None
 
     @classmethod
     def from_dag_folder(cls, folder: Path | str, spec_name: str) -> PipelineRunner:
@@ -128,7 +147,12 @@ class PipelineRunner:
         if len(pending) < 2:  # nothing to run side by side: the run's trial tasks do it
             return
         parent = start_sweep_run(spec, settings, end_partition=partition, sweep_key=plan["sweep_key"])
-        run_trials_locally(spec_path, [{**t, "parent_run_id": parent} for t in pending], parallel=parallel)
+        run_trials_locally(
+            spec_path,
+            [{**t, "parent_run_id": parent} for t in pending],
+            parallel=parallel,
+            pool=self.trainers,
+        )
 
     def summary(self) -> dict[str, Any]:
         from cormorant.config import Settings

@@ -17,7 +17,7 @@ from cormorant.blessing import blessing_prefix, calibration, infra_validation
 from cormorant.config import Settings
 from cormorant.lake import Lake
 from cormorant.spec import load_spec
-from cormorant.sweep import plan_sweep, run_trials_locally
+from cormorant.sweep import TrainerPool, plan_sweep, run_trials_locally
 from cormorant.synthetic import land_days, rows_for_day
 
 pytestmark = pytest.mark.e2e
@@ -40,14 +40,25 @@ def _spec_file(folder: Path, promotion: dict | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A sweep's trials over the four days (among them a crippled linear model), as the trial tasks leave
-    them, side by side on an MLflow store of this module's that does not exist yet (two trainers used
-    to race to create its tables); no version registered yet."""
+def trainers(tmp_path_factory):
+    """Two warm trainer processes (what ``cormorant run`` starts), on an MLflow store of this module's
+    that does not exist yet."""
     folder = tmp_path_factory.mktemp("blessing")
     env = pytest.MonkeyPatch()
     env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
     env.setenv("CORMORANT_MLFLOW_ARTIFACT_URI", (folder / "artifacts").as_uri())
+    with TrainerPool(2) as pool:
+        pool.folder = folder
+        yield pool
+    env.undo()
+
+
+@pytest.fixture(scope="module")
+def trained(trainers):
+    """A sweep's trials over the four days (among them a crippled linear model), as the trial tasks leave
+    them, side by side on the warm trainers and the store that did not exist yet (two trainers used
+    to race to create its tables); no version registered yet."""
+    folder = trainers.folder
     path = _spec_file(folder)
     spec, settings = load_spec(path), Settings.from_env()
     lake = Lake(settings.lake_uri)
@@ -57,12 +68,37 @@ def trained(tmp_path_factory):
     # slice; one XGBoost and one MLP trial besides
     linear = [t for t in plan["trials"] if t["family"] == "linear"]
     linear[0]["params"], linear[1]["params"] = {"C": 1.0}, {"C": 1e-6}
-    results = run_trials_locally(path, plan["trials"], parallel=2)
+    results = run_trials_locally(path, plan["trials"], parallel=2, pool=trainers)
     ok = sorted(r["trial_id"] for r in results if r["status"] == "ok")
     assert ok == ["linear-0", "linear-1", "mlp-0", "xgboost-0"], results
     plan["trial_ids"] = [t["trial_id"] for t in plan["trials"]]
-    yield {"folder": folder, "plan": plan, "results": {r["trial_id"]: r for r in results}, "lake": lake}
-    env.undo()
+    return {
+        "folder": folder,
+        "path": path,
+        "plan": plan,
+        "results": {r["trial_id"]: r for r in results},
+        "lake": lake,
+    }
+
+
+def test_warm_trainers_serve_sweep_after_sweep_and_one_that_died_is_replaced(trainers, trained):
+    """The pool's processes ran the sweep's trials and are still up for the next sweep (no start-up
+    again); a worker that died has its share run by a one-off trainer process, and nothing is lost."""
+    pids = [w.pid for w in trainers.workers]
+    assert all(w.poll() is None for w in trainers.workers)
+    linear = next(t for t in trained["plan"]["trials"] if t["family"] == "linear")
+    trial = {**linear, "sweep_key": "warm-pool-check", "cache_key": "warm-pool-check"}  # not the sweep's
+    again = [{**trial, "trial_id": f"again-{i}"} for i in range(2)]
+    assert {r["status"] for r in run_trials_locally(trained["path"], again, parallel=2, pool=trainers)} == {
+        "ok"
+    }
+    assert [w.pid for w in trainers.workers] == pids and all(w.poll() is None for w in trainers.workers)
+    trainers.workers[0].kill()
+    trainers.workers[0].wait()
+    after = [{**trial, "trial_id": f"after-{i}"} for i in range(2)]
+    results = run_trials_locally(trained["path"], after, parallel=2, pool=trainers)
+    assert sorted((r["trial_id"], r["status"]) for r in results) == [("after-0", "ok"), ("after-1", "ok")]
+    assert trainers.workers[1].poll() is None
 
 
 def _client():

@@ -34,13 +34,15 @@ def runner(airflow_db, settings):
 
     seed_sqlite(settings.home / "warehouse.db", DAYS)
     runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name="churn")
+    runner.start_trainers()  # as `cormorant run` does: warm trainer processes for the sweeps
     for day in (D1, D2):
         runner.run("ingest", day)
         runner.run("validate", day)
     runner.run("train", D2)
     runner.run("predict", D2)
     runner.run("drift", D2)
-    return runner
+    yield runner
+    runner.close()
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,9 @@ def test_a_sweeps_trials_run_side_by_side_under_one_parent_run(runner, client, e
     assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {sweeps[0].info.run_id}
     assert sweeps[0].data.tags["cormorant.best_trial"] in {t.data.tags["cormorant.trial_id"] for t in trials}
+    # on the warm trainer processes the runner started ahead (imports paid before the sweep)
+    assert {t.data.tags["cormorant.trainer_process"] for t in trials} == {"warm"}
+    assert all(w.poll() is None for w in runner.trainers.workers)
 
 
 def test_registered_version_holds_the_champion_alias(runner, client, example_spec):
