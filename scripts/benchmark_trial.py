@@ -91,16 +91,7 @@ def run(family: str, home: Path, days: list[str]) -> dict:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         return {"family": family, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    result = json.loads(out.read_text())
-    return {
-        "family": family,
-        "process": "fresh",
-        "wall_seconds": wall,
-        "in_trainer_seconds": result["seconds"],
-        "compute_seconds": result["compute_seconds"],
-        "startup_seconds": wall - result["seconds"],
-        "fixed_seconds": wall - result["compute_seconds"],
-    }
+    return _row(family, "fresh", wall, json.loads(out.read_text()))
 
 
 def run_warm(family: str, home: Path, days: list[str], pool: object) -> dict:
@@ -111,9 +102,14 @@ def run_warm(family: str, home: Path, days: list[str], pool: object) -> dict:
     wall = time.perf_counter() - started
     if result.get("status") != "ok":
         return {"family": family, "error": result.get("error", "failed")}
+    return _row(family, "warm", wall, result)
+
+
+def _row(family: str, process: str, wall: float, result: dict) -> dict:
+    """One measured trial: its wall time split into compute, time in the trainer, and the rest."""
     return {
         "family": family,
-        "process": "warm",
+        "process": process,
         "wall_seconds": wall,
         "in_trainer_seconds": result["seconds"],
         "compute_seconds": result["compute_seconds"],
