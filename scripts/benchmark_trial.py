@@ -78,20 +78,23 @@ def _trial(family: str, days: list[str]) -> dict:
     )
 
 
-def run(family: str, home: Path, days: list[str]) -> dict:
-    """The trial in a fresh trainer process, as a pod and a scheduler's trial task run it."""
+def run(family: str, home: Path, days: list[str], python: str = sys.executable) -> dict:
+    """The trial in a fresh trainer process (``python``), as a pod and a scheduler's trial task run it."""
     from cormorant.trainer import trainer_command
 
     env = {**os.environ, **_env(home), "PYTHONPATH": str(ROOT / "include")}
     out = home / f"{family}-result.json"
     started = time.perf_counter()
     proc = subprocess.run(
-        trainer_command(SPEC, _trial(family, days), out), env=env, capture_output=True, text=True
+        [python, *trainer_command(SPEC, _trial(family, days), out)[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         return {"family": family, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return _row(family, "fresh", wall, json.loads(out.read_text()))
+    return {**_row(family, "fresh", wall, json.loads(out.read_text())), "python": python}
 
 
 def run_warm(family: str, home: Path, days: list[str], pool: object) -> dict:
@@ -143,6 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(PARAMS))
     parser.add_argument("--days", type=int, default=3)
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter of the fresh trainer processes, e.g. an environment with only "
+        "requirements-trainer.txt, as in the trainer image (default: this one)",
+    )
+    parser.add_argument("--no-warm", action="store_true", help="only the fresh trainer processes")
     add_repeat(parser)
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # make bench passes sizes; trials use days
     args = parser.parse_args(argv)
@@ -168,7 +178,9 @@ def main(argv: list[str] | None = None) -> dict:
         home = Path(tmp)
         setup(home, days)
         for family in args.families:
-            keep(f"{family:<8} fresh", [run(family, home, days) for _ in range(args.repeat)])
+            keep(f"{family:<8} fresh", [run(family, home, days, args.python) for _ in range(args.repeat)])
+        if args.no_warm:
+            return finish("trial", results, render(results))
         os.environ.update(_env(home))
         with TrainerPool(1) as pool:
             pool.wait_ready()
