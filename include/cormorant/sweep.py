@@ -303,7 +303,8 @@ def run_trials_locally(
 ) -> list[dict[str, Any]]:
     """Run ``trials`` with the trainer CLI in ``parallel`` processes, each running its share of the
     trials one after another (start-up and imports paid once per process) with its share of the CPUs,
-    or on ``pool``'s warm processes (its size is the parallelism); the results that came back. The
+    or on ``pool``'s warm processes (its size is the parallelism; they keep the environment they were
+    started with, so ``env`` is for the former); the results that came back. The
     trainer records each trial in MLflow under its cache key, so a trial task given the same trial
     afterwards reuses it."""
     import os
