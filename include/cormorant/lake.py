@@ -205,8 +205,8 @@ class OpenPartition:
 
     def __init__(self, manifest: Manifest, files: list[pq.ParquetFile]):
         self.manifest = manifest
-        self.files = files
-        self.schema: pa.Schema = files[0].schema_arrow if files else pa.schema([])
+        self.files = files  # a commit has at least one (an empty day's holds its schema)
+        self.schema: pa.Schema = files[0].schema_arrow
         self.num_rows = sum(f.metadata.num_rows for f in files)
 
     @property
@@ -215,11 +215,7 @@ class OpenPartition:
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """These columns (default: all) of every row."""
-        return (
-            pa.concat_tables([f.read(columns=columns) for f in self.files])
-            if self.files
-            else (self.schema.empty_table() if columns is None else self.schema.empty_table().select(columns))
-        )
+        return pa.concat_tables([f.read(columns=columns) for f in self.files])
 
     def iter_batches(
         self, *, batch_size: int = 65_536, columns: list[str] | None = None

@@ -232,8 +232,7 @@ class TrainerPool:
                     "trainer process %d ended (%s); running its trials afresh", process.pid, process.poll()
                 )
                 return _run_in_process(spec_path, trials, self.env)
-            results = json.loads(output.read_text())
-            return results if isinstance(results, list) else [results]
+            return json.loads(output.read_text())  # --serve writes a list
 
     def _answer(self, worker: int, key: str) -> dict[str, Any] | None:
         """Worker ``worker``'s next answer holding ``key`` (None if it ended first)."""

@@ -342,7 +342,8 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
 
 def warm_up() -> None:
     """Import what trials use, ahead of the first one: MLflow, scikit-learn and skl2onnx, XGBoost and
-    onnxmltools, ONNX Runtime, and (where installed) torch with its ONNX exporter."""
+    onnxmltools, ONNX Runtime, and (where installed) torch with its ONNX exporter (one export of a tiny
+    MLP imports torch, ``torch._dynamo``, which the first optimiser step would, and onnxscript)."""
     import importlib
 
     for name in (
@@ -358,29 +359,25 @@ def warm_up() -> None:
         "cormorant.explain",
         "cormorant.importance",
         "cormorant.drift",
-        "torch",
-        "torch._dynamo",  # imported by the first optimizer (1 s)
-        "torch.onnx._internal.exporter._core",
-        "onnxscript.function_libs.torch_lib.ops",
     ):
         try:
             importlib.import_module(name)
-        except ImportError:  # a trainer image without torch serves the other families
+        except ImportError:
             log.debug("warm-up: %s is not installed", name)
     # What a process's first trial builds once, done now: MLflow's map of installed packages (its check
-    # of a logged model's requirements; 1.5 s in a large environment) and the torch ONNX exporter's
-    # registry (its first export takes 2-3 s, later ones under 1 s).
+    # of a logged model's requirements; 1.5 s in this environment) and what torch's ONNX exporter keeps
+    # (the first export of an MLP took 2.9 s under the profiler, later ones 1.7 s).
     from cormorant import families
 
     with contextlib.suppress(Exception):
         from mlflow.utils import requirements_utils
 
         requirements_utils._init_packages_to_modules_map()
-    with contextlib.suppress(ImportError):
+    with contextlib.suppress(ImportError):  # a trainer image without torch serves the other families
         families.warm_exporter()
 
 
-def serve(stdin: Any = None, stdout: Any = None) -> int:
+def serve() -> int:
     """Serve trials to a parent that keeps this process (:class:`cormorant.sweep.TrainerPool`).
 
     It warms up and says so (:data:`SERVE_ANSWER` ``{"ready": true}``); then for each line of JSON on
@@ -391,24 +388,19 @@ def serve(stdin: Any = None, stdout: Any = None) -> int:
 
     global TRAINER_PROCESS
     TRAINER_PROCESS = "warm"
-    stdin = stdin or sys.stdin
-    if stdout is None:  # answers on a copy of stdout; anything else printed goes to stderr
-        stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-        sys.stdout.flush()
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    # answers on a copy of stdout; anything else printed (by any library) goes to stderr
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     warm_up()
     stdout.write(SERVE_ANSWER + json.dumps({"ready": True}) + "\n")
     stdout.flush()
     settings = Settings.from_env()
-    for line in stdin:
+    for line in sys.stdin:
         if not line.strip():
             continue
         request = json.loads(line)
-        spec, results, code = load_spec(request["spec"]), [], 0
-        for given in request["trials"]:
-            result, trial_code = _run_and_record(spec, Trial.from_dict(given), settings)
-            results.append(result)
-            code = code or trial_code
+        results, code = _run_all(load_spec(request["spec"]), request["trials"], settings)
         Path(request["output"]).write_text(json.dumps(results, sort_keys=True))
         stdout.write(SERVE_ANSWER + json.dumps({"output": request["output"], "code": code}) + "\n")
         stdout.flush()
@@ -442,19 +434,27 @@ def main(argv: list[str] | None = None) -> int:
         return serve()
     if args.spec is None or not args.trial:
         parser.error("--spec and --trial are required (or --serve)")
-    spec, settings = load_spec(args.spec), Settings.from_env()
-    results, code = [], 0
-    for given in args.trial:
-        raw = Path(given[1:]).read_text() if given.startswith("@") else given
-        result, trial_code = _run_and_record(spec, Trial.from_dict(json.loads(raw)), settings)
-        results.append(result)
-        code = code or trial_code
+    given = [json.loads(Path(g[1:]).read_text() if g.startswith("@") else g) for g in args.trial]
+    results, code = _run_all(load_spec(args.spec), given, Settings.from_env())
     text = json.dumps(results[0] if len(results) == 1 else results, sort_keys=True)
     if args.output:
         args.output.write_text(text)
     else:
         print(text)
     return code
+
+
+def _run_all(
+    spec: ModelSpec, trials: list[dict[str, Any]], settings: Settings
+) -> tuple[list[dict[str, Any]], int]:
+    """Run and record ``trials`` one after another; their results, and the exit code the first failure
+    calls for (0 if none failed)."""
+    results, code = [], 0
+    for given in trials:
+        result, trial_code = _run_and_record(spec, Trial.from_dict(given), settings)
+        results.append(result)
+        code = code or trial_code
+    return results, code
 
 
 def _run_and_record(spec: ModelSpec, trial: Trial, settings: Settings) -> tuple[dict[str, Any], int]:

@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from cormorant.errors import CormorantError, PartitionNotValidated
-from cormorant.lake import Lake, Manifest
+from cormorant.lake import Lake, Manifest, OpenPartition
 from cormorant.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -227,24 +227,22 @@ def _config_key(config: Any) -> str:
 
 
 def validate_table(
-    table: Any, spec: ModelSpec, *, partition: str, content_hash: str = "", suite: str = "features"
+    part: OpenPartition, spec: ModelSpec, *, partition: str, content_hash: str = "", suite: str = "features"
 ) -> ValidationResult:
-    """:func:`validate_frame` over a partition in Arrow, never whole in pandas: each group of
-    expectations gets :func:`validation_frame` of only the columns it reads. ``table`` is a
-    ``pyarrow.Table`` or an open lake partition (:meth:`cormorant.lake.Lake.opened`), whose columns are
-    then read group by group: memory stays near one group's columns, not the partition's."""
+    """:func:`validate_frame` over an open lake partition (:meth:`cormorant.lake.Lake.opened`), never
+    whole in pandas: each group of expectations gets :func:`validation_frame` of only the columns it
+    reads, read from the partition's files when the group runs, so memory stays near one group's
+    columns, not the partition's."""
 
     def view(columns: tuple[str, ...] | None) -> pd.DataFrame:
-        if isinstance(table, pa.Table):
-            return validation_frame(table.slice(0, 0) if columns is None else table.select(list(columns)))
         if columns is None:
-            return validation_frame(table.schema.empty_table())
-        return validation_frame(table.read(list(columns)))
+            return validation_frame(part.schema.empty_table())
+        return validation_frame(part.read(list(columns)))
 
     return _validate(
         view,
-        table.column_names,
-        table.num_rows,
+        part.column_names,
+        part.num_rows,
         spec,
         partition=partition,
         content_hash=content_hash,

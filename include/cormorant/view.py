@@ -26,6 +26,7 @@ from cormorant.lake import Lake
 from cormorant.spec import ModelSpec, SpecError, discover_specs
 
 GREEN, AMBER, RED = "green", "amber", "red"
+REPORTS = ("validation", "drift", "performance")  # the reports a day links to (see :func:`report`)
 
 
 def timeline(spec: ModelSpec, lake: Lake) -> list[dict[str, Any]]:
@@ -68,11 +69,7 @@ def _day(spec: ModelSpec, lake: Lake, day: str, found: dict[str, Any]) -> dict[s
         "performance": None if performance is None else performance.get("verdict"),
         "realized_metric": ((performance or {}).get("metrics") or {}).get(metric),
         "holdout_metric": (performance or {}).get("holdout"),
-        "reports": {
-            kind: f"reports/{kind}/{day}"
-            for kind, doc in (("validation", validation), ("drift", drift), ("performance", performance))
-            if doc is not None
-        },
+        "reports": {kind: f"reports/{kind}/{day}" for kind in REPORTS if found[kind] is not None},
     }
 
 
@@ -313,9 +310,6 @@ def use_case(spec: ModelSpec, settings: Settings, lake: Lake) -> dict[str, Any]:
         "selection": chosen["selection"] if chosen else None,
         "leaderboard": board,
     }
-
-
-REPORTS = {"validation": "result.json", "drift": "report.html", "performance": "report.html"}
 
 
 def report(spec: ModelSpec, lake: Lake, kind: str, day: str) -> tuple[bytes, str] | None:

@@ -40,25 +40,28 @@ def _spec_file(folder: Path, promotion: dict | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trainers(tmp_path_factory):
-    """Two warm trainer processes (what ``cormorant run`` starts), on an MLflow store of this module's
-    that does not exist yet."""
+def folder(tmp_path_factory):
+    """This module's folder, and an MLflow store in it that does not exist yet."""
     folder = tmp_path_factory.mktemp("blessing")
     env = pytest.MonkeyPatch()
     env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}")
     env.setenv("CORMORANT_MLFLOW_ARTIFACT_URI", (folder / "artifacts").as_uri())
-    with TrainerPool(2) as pool:
-        pool.folder = folder
-        yield pool
+    yield folder
     env.undo()
 
 
 @pytest.fixture(scope="module")
-def trained(trainers):
+def trainers(folder):
+    """Two warm trainer processes (what ``cormorant run`` starts), on this module's store."""
+    with TrainerPool(2) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def trained(folder, trainers):
     """A sweep's trials over the four days (among them a crippled linear model), as the trial tasks leave
     them, side by side on the warm trainers and the store that did not exist yet (two trainers used
     to race to create its tables); no version registered yet."""
-    folder = trainers.folder
     path = _spec_file(folder)
     spec, settings = load_spec(path), Settings.from_env()
     lake = Lake(settings.lake_uri)
