@@ -56,7 +56,7 @@ def _day(spec: ModelSpec, lake: Lake, day: str, found: dict[str, Any]) -> dict[s
         "ingest_run": _run_link(raw.lineage if raw else None),
         "validation": None if validation is None else ("passed" if validation.get("success") else "failed"),
         "failed_expectations": [
-            {"expectation": f.get("expectation"), "column": f.get("column"), "message": f.get("message")}
+            {"expectation": f.get("expectation"), "column": f.get("column"), "message": f.get("detail")}
             for f in (validation or {}).get("failures", [])
         ],
         "predictions": predictions.row_count if predictions else None,

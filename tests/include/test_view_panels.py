@@ -3,6 +3,8 @@ real pipeline run)."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from cormorant.view import _mark, drift_heatmap, performance_series
@@ -47,3 +49,27 @@ def test_heatmap_and_performance_panels_keep_only_the_days_they_have(example_spe
     assert heat["days"] == ["2024-03-02"] and heat["features"] == list(example_spec.feature_columns)
     assert heat["psi"][0][heat["features"].index("usage_gb")] == 0.3 and heat["psi"][0].count(None) == 6
     assert performance_series(days) == {"days": ["2024-03-02"], "realized": [0.8], "holdout": [0.79]}
+
+
+def test_a_days_failed_expectations_carry_the_reports_message(example_spec, lake, day_with_failures):
+    from cormorant.view import _day
+
+    found = {"raw": None, "predictions": None, "drift": None, "labels": None, "performance": None}
+    state = _day(example_spec, lake, "2024-03-01", {**found, "validation": day_with_failures.to_dict()})
+    assert state["validation"] == "failed"
+    assert state["failed_expectations"] == [
+        {"expectation": f["expectation"], "column": f["column"], "message": f["detail"]}
+        for f in day_with_failures.failures
+    ]
+    assert state["failed_expectations"][0]["message"] == "10 rows; the spec asks for at least min_rows=200"
+
+
+@pytest.fixture
+def day_with_failures(example_spec):
+    import pyarrow as pa
+
+    from cormorant.synthetic import generate_day
+    from cormorant.validation import validate_frame, validation_frame
+
+    frame = validation_frame(pa.Table.from_pandas(generate_day(date(2024, 3, 1)).iloc[:10]))
+    return validate_frame(frame, example_spec, partition="2024-03-01")
