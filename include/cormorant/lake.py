@@ -200,6 +200,13 @@ def _widen(lo: Any, hi: Any, table: pa.Table, column: str | None) -> tuple[Any, 
     return lo, hi
 
 
+def _read_parquet(source: Any, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file, read on this thread's terms. Not ``pq.read_table``: its dataset reader can
+    drop its last hold on a Python file (or buffer) on one of pyarrow's threads after it returned,
+    and a process exiting then aborts ("terminate called without an active exception")."""
+    return pq.ParquetFile(source).read(columns=columns)
+
+
 class OpenPartition:
     """The files of one committed partition, open: its columns read on demand (:meth:`Lake.opened`)."""
 
@@ -418,7 +425,7 @@ class Lake:
                 if path.name.startswith((".", "_")):
                     continue
                 data = path.read_bytes()
-                table = pq.read_table(pa.BufferReader(data))
+                table = _read_parquet(pa.BufferReader(data))
                 if schema is not None and not table.schema.equals(schema):
                     raise TypeError(
                         f"lake {dataset}/{partition}: {path.name} has schema {table.schema}, not {schema}"
@@ -604,7 +611,7 @@ class Lake:
             tables = []
             for entry in manifest.files:
                 with self.path(f"{key}/{entry['path']}").open("rb") as f:
-                    tables.append(pq.read_table(f, columns=columns))
+                    tables.append(_read_parquet(f, columns))
             return pa.concat_tables(tables)
 
         return self._consistent(dataset, partition, read_files)

@@ -151,3 +151,37 @@ print(peak() - before)
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     )
     assert grown < 200, f"{grown:.0f} MB more held while streaming a 240 MB partition (whole file: ~300)"
+
+
+def test_processes_that_read_the_lake_exit_cleanly(lake):
+    """pyarrow's dataset reader (``pq.read_table``) dropped its last hold on the Python file it read
+    on one of its own threads, sometimes after the call returned; at interpreter exit that thread then
+    asked for the GIL and the process aborted ("terminate called without an active exception", signal
+    6) after its work was done: a reader in CI, and about one task process in ten that read the lake.
+    Many short processes, each reading every way the lake offers and exiting at once."""
+    import subprocess
+    import sys
+
+    lake.write_partition("t/raw", "2024-03-01", _batches(100_000, size=10_000))
+    code = f"""
+from cormorant.lake import Lake
+lake = Lake({str(lake.root)!r})
+sum(b.num_rows for b in lake.iter_batches("t/raw", "2024-03-01"))
+with lake.opened("t/raw", "2024-03-01") as part:
+    part.read(["id"])
+lake.read_many("t/raw", ["2024-03-01"], columns=["value"])
+lake.read("t/raw", "2024-03-01")
+"""  # the exit follows a read at once: the moment the abort needs
+    failures, running = [], []
+    for _ in range(20):
+        if len(running) == 2:
+            failures.append(_finished(running.pop(0)))
+        running.append(subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True))
+    failures += [_finished(p) for p in running]
+    failures = [f for f in failures if f]
+    assert failures == [], f"{len(failures)} of 20 processes did not exit cleanly: {failures[:3]}"
+
+
+def _finished(process) -> str | None:
+    _, err = process.communicate(timeout=120)
+    return None if process.returncode == 0 else f"exit {process.returncode}: {err.strip()[-300:]}"
