@@ -177,12 +177,9 @@ def extract_labels(
 
 def validate_labels(spec: ModelSpec, lake: Lake, partition: str) -> tuple[Any, str]:
     """Run the labels suite on the day's label partition and keep its report; (result, report URI)."""
-    from cormorant.validation import validate_table
+    from cormorant.validation import validate_partition
 
-    with lake.opened(labels_dataset(spec), partition) as part:  # one commit, read column by column
-        result = validate_table(
-            part, spec, partition=partition, content_hash=part.manifest.content_hash, suite="labels"
-        )
+    result = validate_partition(lake, labels_dataset(spec), partition, spec, suite="labels")
     return result, lake.write_json(label_report_key(spec, partition), result.to_dict())
 
 

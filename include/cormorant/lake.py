@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,10 +53,18 @@ ATTEMPT_TIME = "%Y%m%dT%H%M%SZ"
 STALE_AFTER = timedelta(hours=24)
 LOCAL_PROTOCOLS = ("", "file", "local")
 READ_RETRIES = 3
+T = TypeVar("T")
 
 
 class PartitionNotFound(CormorantError, LookupError):
     """No committed partition exists for a dataset and date (yet: its ingest may still land it)."""
+
+    retryable = True
+
+
+class PartitionReplaced(CormorantError):
+    """A newer commit of the partition removed the files a stream was reading (a re-run of the day, on
+    S3): what was streamed is a part of the old commit, so it is dropped, and a retry reads the new."""
 
     retryable = True
 
@@ -621,35 +629,57 @@ class Lake:
         """A committed partition's files held open, to read columns from one commit on demand.
 
         The files are opened before anything is read, so a commit landing meanwhile cannot pull them
-        away (an open file survives its removal on a local disk; on S3 the stream keeps its object
-        version only while open, so the consumer should not dawdle)."""
+        away on a local disk (an open file survives its removal). On S3 each read is a request of its
+        own, and the commit's files may be gone by then: prefer :meth:`with_opened`."""
+
+        def enter(manifest: Manifest) -> tuple[contextlib.ExitStack, OpenPartition]:
+            stack = contextlib.ExitStack()
+            return stack, stack.enter_context(self._open_commit(dataset, partition, manifest))
+
+        stack, part = self._consistent(dataset, partition, enter)
+        with stack:
+            yield part
+
+    def with_opened(self, dataset: str, partition: str, use: Callable[[OpenPartition], T]) -> T:
+        """``use(part)`` on the current commit, opened (:meth:`opened`); if a newer commit removed its
+        files while ``use`` read them (a re-run of the day, on S3), ``use`` again on the newer commit,
+        whole. So ``use`` must write nothing before it returns."""
+
+        def attempt(manifest: Manifest) -> T:
+            with self._open_commit(dataset, partition, manifest) as part:
+                return use(part)
+
+        return self._consistent(dataset, partition, attempt)
+
+    @contextlib.contextmanager
+    def _open_commit(self, dataset: str, partition: str, manifest: Manifest) -> Iterator[OpenPartition]:
         key = self.partition_key(dataset, partition)
-
-        def open_files(manifest: Manifest) -> tuple[Manifest, list[Any]]:
-            opened = []
-            try:
-                for entry in manifest.files:
-                    opened.append(self.path(f"{key}/{entry['path']}").open("rb"))
-            except BaseException:
-                for f in opened:
-                    f.close()
-                raise
-            return manifest, opened
-
-        manifest, files = self._consistent(dataset, partition, open_files)
-        try:
+        with contextlib.ExitStack() as stack:
+            files = [
+                stack.enter_context(self.path(f"{key}/{entry['path']}").open("rb"))
+                for entry in manifest.files
+            ]
             yield OpenPartition(manifest, [pq.ParquetFile(f) for f in files])
-        finally:
-            for f in files:
-                f.close()
 
     def iter_batches(
         self, dataset: str, partition: str, *, batch_size: int = 65_536, columns: list[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
         """Stream a committed partition in record batches (bounded memory), from one commit (see
-        :meth:`opened`)."""
+        :meth:`opened`). Raises :class:`PartitionReplaced` if a newer commit removed its files
+        meanwhile (the batches already yielded cannot be taken back: the consumer's work is retried)."""
         with self.opened(dataset, partition) as part:
-            yield from part.iter_batches(batch_size=batch_size, columns=columns)
+            try:
+                yield from part.iter_batches(batch_size=batch_size, columns=columns)
+            except FileNotFoundError as e:
+                newer = self.manifest(dataset, partition)
+                if newer is None or newer == part.manifest:
+                    raise
+                raise PartitionReplaced(
+                    f"lake {dataset}/ds={partition}: its commit "
+                    f"({', '.join(sorted(part.manifest.attempts))}) "
+                    f"was replaced by {', '.join(sorted(newer.attempts))} while it was read (a re-run of "
+                    "the day?); a retry reads the new commit"
+                ) from e
 
     def read_many(
         self, dataset: str, partitions: Iterable[str], columns: list[str] | None = None

@@ -236,19 +236,18 @@ def land_days(spec: Any, lake: Any, days: Iterable[str], *, validated: bool = Tr
     import pyarrow as pa
 
     from cormorant.labels import labels_from_features, validate_labels
-    from cormorant.validation import validate_table, validation_report_key
+    from cormorant.validation import validate_partition, validation_report_key
     from cormorant.warehouse import conform, lake_schema, raw_dataset, spec_types
 
     for day in days:
         table = pa.Table.from_pandas(generate_day(date.fromisoformat(day)), preserve_index=False)
         schema = lake_schema(table.schema, spec_types(spec))
-        manifest = lake.write_partition(
+        lake.write_partition(
             raw_dataset(spec), day, [conform(b, schema) for b in table.to_batches()], schema=schema
         )
         if not validated:
             continue
-        with lake.opened(raw_dataset(spec), day) as part:
-            result = validate_table(part, spec, partition=day, content_hash=manifest.content_hash)
+        result = validate_partition(lake, raw_dataset(spec), day, spec)
         lake.write_json(validation_report_key(spec, day), result.to_dict())
         labels_from_features(spec, lake, day)
         validate_labels(spec, lake, day)

@@ -226,6 +226,21 @@ def _config_key(config: Any) -> str:
     return json.dumps([config.type, kwargs, config.meta or {}], sort_keys=True, default=str)
 
 
+def validate_partition(
+    lake: Lake, dataset: str, partition: str, spec: ModelSpec, *, suite: str = "features"
+) -> ValidationResult:
+    """One of the spec's suites over a lake partition's current commit, read column by column
+    (:func:`validate_table`), its report naming that commit's content hash. A commit that lands while
+    it is read (a re-run of the day) is validated instead, whole (:meth:`cormorant.lake.Lake.with_opened`)."""
+    return lake.with_opened(
+        dataset,
+        partition,
+        lambda part: validate_table(
+            part, spec, partition=partition, content_hash=part.manifest.content_hash, suite=suite
+        ),
+    )
+
+
 def validate_table(
     part: OpenPartition, spec: ModelSpec, *, partition: str, content_hash: str = "", suite: str = "features"
 ) -> ValidationResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import date
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 from support import new_bucket, task_context
@@ -174,3 +175,37 @@ def test_the_view_reads_its_panels_from_the_s3_lake_through_the_connection(s3_la
     assert report(example_spec, served, "drift", days[0]) is None
     (case,) = [u for u in use_cases(settings, served)["use_cases"] if u["name"] == example_spec.name]
     assert (case["days"], case["latest"]["validated"], case["latest"]["scored"]) == (2, days[-1], None)
+
+
+def test_validating_a_day_that_a_rerun_replaces_midway_judges_the_new_commit_whole(
+    s3_lake, example_spec, monkeypatch
+):
+    """Validation reads a partition's columns when their expectations run; on S3 every read is a
+    request. A re-run of the day that commits (and removes the first commit's files) before the first
+    column is read made that read fail with FileNotFoundError; now the suite runs again, on the commit
+    that replaced it, and its report names that commit."""
+    from cormorant.lake import OpenPartition
+    from cormorant.synthetic import generate_day
+    from cormorant.validation import validate_partition
+    from cormorant.warehouse import raw_dataset
+
+    lake, _bucket, _endpoint = s3_lake
+    # A few weeks of rows: a file beyond the footer's first read (64 kB), as a real partition is.
+    weeks = pa.Table.from_pandas(
+        pd.concat([generate_day(date(2024, 3, d)) for d in range(1, 22)]), preserve_index=False
+    )
+    dataset = raw_dataset(example_spec)
+    first = lake.write_partition(dataset, "2024-03-01", weeks.to_batches())
+    read, rerun = OpenPartition.read, []
+
+    def read_after_a_rerun_landed(part, columns=None):
+        if not rerun:
+            rerun.append(lake.write_partition(dataset, "2024-03-01", weeks.slice(0, 5_000).to_batches()))
+        return read(part, columns)
+
+    monkeypatch.setattr(OpenPartition, "read", read_after_a_rerun_landed)
+    result = validate_partition(lake, dataset, "2024-03-01", example_spec)
+    (second,) = rerun
+    assert first.content_hash != second.content_hash
+    assert (result.content_hash, result.row_count) == (second.content_hash, 5_000)
+    assert lake.require(dataset, "2024-03-01").attempts == second.attempts  # the first's files are gone

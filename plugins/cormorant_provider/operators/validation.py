@@ -29,17 +29,11 @@ class DataValidationOperator(CormorantOperator):
 
     @fails_fast
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from cormorant.validation import (
-            validate_table,
-            validation_report_key,
-        )
+        from cormorant.validation import validate_partition, validation_report_key
         from cormorant.warehouse import raw_dataset
 
         def validate(partition: str) -> tuple[Any, str]:
-            with self.lake.opened(raw_dataset(self.spec), partition) as part:  # one commit, its columns
-                result = validate_table(
-                    part, self.spec, partition=partition, content_hash=part.manifest.content_hash
-                )
+            result = validate_partition(self.lake, raw_dataset(self.spec), partition, self.spec)
             return result, self.lake.write_json(validation_report_key(self.spec, partition), result.to_dict())
 
         return self.gate(context, validate, "Validation of")
