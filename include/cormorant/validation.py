@@ -10,10 +10,12 @@ each expectation and column.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -208,16 +210,23 @@ def _column_groups(expectations: list[Any], present: list[str]) -> dict[tuple[st
     return groups
 
 
-def _skip_batch_fingerprint() -> None:
-    """Stop Great Expectations hashing every batch's frame.
+@contextlib.contextmanager
+def _no_batch_fingerprint() -> Iterator[None]:
+    """Great Expectations does not hash the batches' frames inside this block.
 
     Its pandas engine fingerprints each batch below ``HASH_THRESHOLD`` bytes (an md5 of
     ``hash_pandas_object``: half the suite's time on 1M rows); the fingerprint only feeds the batch
     markers of its own result, which Cormorant does not keep (the lake's content hash names the
-    partition). The threshold is that engine's switch for frames too big to hash; 0 means none."""
+    partition). The threshold is that engine's switch for frames too big to hash; 0 means none. It is
+    a module global: restored on the way out, so other validations in the process keep GE's default."""
     from great_expectations.execution_engine import pandas_execution_engine
 
+    before = pandas_execution_engine.HASH_THRESHOLD
     pandas_execution_engine.HASH_THRESHOLD = 0
+    try:
+        yield
+    finally:
+        pandas_execution_engine.HASH_THRESHOLD = before
 
 
 def _config_key(config: Any) -> str:
@@ -304,29 +313,29 @@ def _validate(
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    _skip_batch_fingerprint()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas(name=f"cormorant_{spec.name}")
     whole = source.add_dataframe_asset(name="partition").add_batch_definition_whole_dataframe("whole")
     expectations = build_expectations(spec, suite)
     results: list[Any] = [None] * len(expectations)
-    for group, (columns, members) in enumerate(_column_groups(expectations, present).items()):
-        # Each group of expectations sees only the columns it reads: Great Expectations filters the
-        # batch's whole frame once per column check, so a narrow frame is what keeps it fast.
-        batch = whole.get_batch(batch_parameters={"dataframe": view(columns)})
-        for result_format in ("BOOLEAN_ONLY", "SUMMARY"):
-            if not members:
-                break
-            group_suite = gx.ExpectationSuite(name=f"{spec.name}_{suite}_{group}")
-            slots: dict[str, list[int]] = {}
-            for i in members:
-                group_suite.add_expectation(expectations[i])
-                slots.setdefault(_config_key(expectations[i].configuration), []).append(i)
-            outcome = batch.validate(group_suite, result_format=result_format)
-            for r in outcome.results:  # not in the suite's order: erroring ones come first
-                results[slots[_config_key(r.expectation_config)].pop(0)] = r
-            members = [i for i in members if not results[i].success]
+    with _no_batch_fingerprint():
+        for group, (columns, members) in enumerate(_column_groups(expectations, present).items()):
+            # Each group of expectations sees only the columns it reads: Great Expectations filters the
+            # batch's whole frame once per column check, so a narrow frame is what keeps it fast.
+            batch = whole.get_batch(batch_parameters={"dataframe": view(columns)})
+            for result_format in ("BOOLEAN_ONLY", "SUMMARY"):
+                if not members:
+                    break
+                group_suite = gx.ExpectationSuite(name=f"{spec.name}_{suite}_{group}")
+                slots: dict[str, list[int]] = {}
+                for i in members:
+                    group_suite.add_expectation(expectations[i])
+                    slots.setdefault(_config_key(expectations[i].configuration), []).append(i)
+                outcome = batch.validate(group_suite, result_format=result_format)
+                for r in outcome.results:  # not in the suite's order: erroring ones come first
+                    results[slots[_config_key(r.expectation_config)].pop(0)] = r
+                members = [i for i in members if not results[i].success]
     failures, evaluated = [], []
     for r in results:
         kwargs = r.expectation_config.kwargs

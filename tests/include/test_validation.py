@@ -47,6 +47,17 @@ def test_good_partition_passes(example_spec, day):
     assert result.row_count == len(day)
 
 
+def test_validation_leaves_great_expectations_batch_fingerprints_as_it_found_them(example_spec, day):
+    """Cormorant's suites skip GE's per-batch frame hash (a module global of its pandas engine); other
+    validations in the same worker process keep GE's own setting."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    before = pandas_execution_engine.HASH_THRESHOLD
+    assert before > 0
+    assert validate_frame(day, example_spec, partition="2024-03-01").success
+    assert pandas_execution_engine.HASH_THRESHOLD == before
+
+
 def test_dropped_column_and_null_feature_are_all_reported(example_spec, day):
     broken = day.drop(columns=["region"])
     broken["usage_gb"] = None
