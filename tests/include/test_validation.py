@@ -55,7 +55,7 @@ def test_validation_leaves_great_expectations_batch_fingerprints_as_it_found_the
     before = pandas_execution_engine.HASH_THRESHOLD
     assert before > 0
     assert validate_frame(day, example_spec, partition="2024-03-01").success
-    assert pandas_execution_engine.HASH_THRESHOLD == before
+    assert before == pandas_execution_engine.HASH_THRESHOLD
 
 
 def test_dropped_column_and_null_feature_are_all_reported(example_spec, day):
