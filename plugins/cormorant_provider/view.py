@@ -75,7 +75,10 @@ def _spec(settings: Any, name: str) -> Any:
 @app.get("/", response_class=HTMLResponse)
 @app.get("/use-cases/{name}", response_class=HTMLResponse)
 def page(name: str | None = None) -> HTMLResponse:
-    return HTMLResponse(PAGE.read_text(), headers={"Cache-Control": "no-store"})
+    # Relative to the page, so the view works wherever Airflow is served (a proxy's path prefix too)
+    static = "static/" if name is None else "../static/"
+    html = PAGE.read_text().replace("__STATIC__", static)
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
 @app.get("/static/plotly.min.js")

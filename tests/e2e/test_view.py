@@ -226,3 +226,21 @@ def test_a_person_opens_the_cormorant_entry_and_follows_a_link_to_a_dag_run(demo
         finally:
             browser.close()
     assert {p.name for p in ARTIFACTS.iterdir()} == {"use-cases.png", "use-case.png", "dag-run.png"}
+
+
+def test_the_pages_load_their_script_from_wherever_airflow_is_served(demo):
+    """Behind a proxy that serves Airflow under a path prefix, a page's script must resolve under that
+    prefix: it used to be loaded from ``/cormorant/static/...``, outside it, and the charts failed."""
+    import re
+    from urllib.parse import urljoin
+
+    proxied = "https://gateway.example/airflow"
+    for path in ("/", f"/use-cases/{NAME}"):
+        html = _get(demo, path, headers=demo["headers"]).text
+        sources = re.findall(r'<script src="([^"]+)"', html)
+        assert sources, path
+        for src in sources:
+            url = urljoin(f"{proxied}/cormorant{path}", src)
+            assert url.startswith(f"{proxied}/cormorant/"), (path, src, url)
+            served = _get(demo, url.removeprefix(f"{proxied}/cormorant"), headers=demo["headers"])
+            assert served.status_code == 200 and "javascript" in served.headers["content-type"], url
