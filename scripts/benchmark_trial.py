@@ -46,42 +46,35 @@ PARAMS = {
 def setup(home: Path, days: list[str], *, validated: bool = False) -> None:
     """The days in a scratch lake, and the MLflow store with the spec's experiment (as after a first
     sweep: creating the store is a one-off, not a trial's cost)."""
-    from cormorant.config import Settings
     from cormorant.lake import Lake
     from cormorant.spec import load_spec
     from cormorant.synthetic import land_days
-    from cormorant.tracking import ensure_experiment
 
-    spec = load_spec(SPEC)
-    land_days(spec, Lake(home / "lake"), days, validated=validated)
-    ensure_experiment(spec, Settings.from_env(_env(home)))
+    land_days(load_spec(SPEC), Lake(home / "lake"), days, validated=validated)
+    _experiment(home)
 
 
-def _experiment(home: Path) -> None:
-    """The spec's experiment in the store ``_env(home)`` names now (the tracking server's)."""
+def _experiment(home: Path, server: str | None = None) -> None:
+    """The spec's experiment in the store the trials log to."""
     from cormorant.config import Settings
     from cormorant.spec import load_spec
     from cormorant.tracking import ensure_experiment
 
-    ensure_experiment(load_spec(SPEC), Settings.from_env(_env(home)))
+    ensure_experiment(load_spec(SPEC), Settings.from_env(_env(home, server)))
 
 
-TRACKING_SERVER: dict[str, str] = {}  # the tracking server's URL, while fresh trials log to it
-
-
-def _env(home: Path) -> dict[str, str]:
-    if TRACKING_SERVER:  # as a pod talks to it: runs and artifacts over HTTP (the server's own store)
-        return {
-            "CORMORANT_HOME": str(home),
-            "CORMORANT_LAKE_URI": (home / "lake").as_uri(),
-            "MLFLOW_TRACKING_URI": TRACKING_SERVER["url"],
+def _env(home: Path, server: str | None = None) -> dict[str, str]:
+    """A SQLite MLflow store in ``home``; or, given a ``server`` URL, that server over HTTP, as a pod talks
+    to it (runs and artifacts through the server's own store)."""
+    store = (
+        {"MLFLOW_TRACKING_URI": server}
+        if server
+        else {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            "CORMORANT_MLFLOW_ARTIFACT_URI": (home / "artifacts").as_uri(),
         }
-    return {
-        "CORMORANT_HOME": str(home),
-        "CORMORANT_LAKE_URI": (home / "lake").as_uri(),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "CORMORANT_MLFLOW_ARTIFACT_URI": (home / "artifacts").as_uri(),
-    }
+    )
+    return {"CORMORANT_HOME": str(home), "CORMORANT_LAKE_URI": (home / "lake").as_uri(), **store}
 
 
 @contextlib.contextmanager
@@ -136,11 +129,13 @@ def _trial(family: str, days: list[str]) -> dict:
     )
 
 
-def run(family: str, home: Path, days: list[str], python: str = sys.executable) -> dict:
+def run(
+    family: str, home: Path, days: list[str], python: str = sys.executable, server: str | None = None
+) -> dict:
     """The trial in a fresh trainer process (``python``), as a pod and a scheduler's trial task run it."""
     from cormorant.trainer import trainer_command
 
-    env = {**os.environ, **_env(home), "PYTHONPATH": str(ROOT / "include")}
+    env = {**os.environ, **_env(home, server), "PYTHONPATH": str(ROOT / "include")}
     out = home / f"{family}-result.json"
     started = time.perf_counter()
     proc = subprocess.run(
@@ -153,7 +148,7 @@ def run(family: str, home: Path, days: list[str], python: str = sys.executable) 
     if proc.returncode != 0:
         return {"family": family, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     row = _row(family, "fresh", wall, json.loads(out.read_text()))
-    return {**row, "python": python, "tracking": "server" if TRACKING_SERVER else "sqlite"}
+    return {**row, "python": python, "tracking": "server" if server else "sqlite"}
 
 
 def run_warm(family: str, home: Path, days: list[str], pool: object) -> dict:
@@ -249,19 +244,15 @@ def main(argv: list[str] | None = None) -> dict:
         for family in args.families:
             keep(f"{family:<8} fresh", [run(family, home, days, args.python) for _ in range(args.repeat)])
         if not args.no_server:
-            with tracking_server(home) as url:
-                TRACKING_SERVER["url"] = url
-                try:
-                    _experiment(home)
-                    # A deployed server is long-running: its 4 workers (the default) have each served
-                    # requests before. Here each starts its handlers on first use: done before the clock.
-                    for _ in range(4):
-                        run("linear", home, days, args.python)
-                    for family in args.families:
-                        runs = [run(family, home, days, args.python) for _ in range(args.repeat)]
-                        keep(f"{family:<8} fresh, server", runs)
-                finally:
-                    TRACKING_SERVER.clear()
+            with tracking_server(home) as server:
+                _experiment(home, server)
+                # A deployed server is long-running: its 4 workers (the default) have each served
+                # requests before. Here each starts its handlers on first use: done before the clock.
+                for _ in range(4):
+                    run("linear", home, days, args.python, server)
+                for family in args.families:
+                    runs = [run(family, home, days, args.python, server) for _ in range(args.repeat)]
+                    keep(f"{family:<8} fresh, server", runs)
         if args.no_warm:
             return finish("trial", results, render(results))
         os.environ.update(_env(home))

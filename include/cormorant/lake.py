@@ -631,14 +631,10 @@ class Lake:
         The files are opened before anything is read, so a commit landing meanwhile cannot pull them
         away on a local disk (an open file survives its removal). On S3 each read is a request of its
         own, and the commit's files may be gone by then: prefer :meth:`with_opened`."""
-
-        def enter(manifest: Manifest) -> tuple[contextlib.ExitStack, OpenPartition]:
-            stack = contextlib.ExitStack()
-            return stack, stack.enter_context(self._open_commit(dataset, partition, manifest))
-
-        stack, part = self._consistent(dataset, partition, enter)
-        with stack:
-            yield part
+        with contextlib.ExitStack() as stack:
+            yield self._consistent(
+                dataset, partition, lambda m: stack.enter_context(self._open_commit(dataset, partition, m))
+            )
 
     def with_opened(self, dataset: str, partition: str, use: Callable[[OpenPartition], T]) -> T:
         """``use(part)`` on the current commit, opened (:meth:`opened`); if a newer commit removed its
