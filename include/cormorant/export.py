@@ -79,11 +79,14 @@ def _aligned(model: Any) -> Any:
     return model
 
 
-def onnx_session(model: Any) -> Any:
+def onnx_session(model: Any, threads: int = 2) -> Any:
+    """An ONNX Runtime session on the CPU with ``threads`` intra-op threads: 2 for serving; a trial
+    passes its share of the CPUs (``families.trial_threads``), so that trials side by side do not
+    oversubscribe the machine (each extra thread would also spin between runs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

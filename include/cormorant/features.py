@@ -114,11 +114,12 @@ class FittedPreprocessor:
 
     def __init__(self, spec: ModelSpec, frame: pd.DataFrame):
         from cormorant.export import onnx_session, preprocessor_to_onnx
+        from cormorant.families import trial_threads
 
         self.spec = spec
         self.sklearn = build_preprocessor(spec).fit(model_frame(frame, spec))
         self.onnx = preprocessor_to_onnx(self.sklearn, spec)
-        self._session = onnx_session(self.onnx)
+        self._session = onnx_session(self.onnx, threads=trial_threads())  # a trial's: its CPUs
         self._output = self.onnx.graph.output[0].name
 
     @property

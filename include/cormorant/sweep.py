@@ -173,6 +173,10 @@ def trial_threads_when_sharing(parallel: int, cpus: int | None = None) -> int:
 # Trial kinds by how long a trial usually takes beyond its data (scripts/benchmark_trial.py: the MLP's
 # training and export, then XGBoost): a warm pool starts the long ones first.
 LONGEST_FIRST = {"mlp": 0, "xgboost": 1, "linear": 2}
+# Warm trainers warm up (6-8 s of imports each) while the pipeline ingests and validates its first
+# days, on the same CPUs: at a lower priority, they take the CPU the pipeline leaves; a sweep, which
+# the pipeline waits on, has the machine to itself either way.
+NICE = 10
 
 
 class TrainerPool:
@@ -203,7 +207,7 @@ class TrainerPool:
             with open(Path(self.logs.name) / f"trainer-{i}.log", "w") as log_file:
                 self.workers.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "cormorant.trainer", "--serve"],
+                        [sys.executable, "-m", "cormorant.trainer", "--serve", "--nice", str(NICE)],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         stderr=log_file,

@@ -121,3 +121,28 @@ def find_cached_trial(experiment_name: str, settings: Settings, cache_key: str) 
         return None
     result = mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/result.json")
     return {**result, "cached": True}
+
+
+def prepare(spec: ModelSpec, settings: Settings) -> bool:
+    """Make the store ready for a pipeline run, ahead of it: its tables (a new SQLite store's are
+    created and migrated then, 1.8 s here) and the spec's experiment; whether the spec has a champion.
+
+    ``cormorant run`` runs this in a process of its own (``python -m cormorant.tracking SPEC``) beside
+    ``airflow db migrate``, before it starts its warm trainers: they open a store that exists."""
+    from cormorant.errors import NothingToDo
+    from cormorant.inference import resolve_model
+
+    ensure_experiment(spec, settings)
+    try:
+        resolve_model(spec, settings)
+    except NothingToDo:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    import sys
+
+    from cormorant.spec import load_spec
+
+    print(json.dumps({"champion": prepare(load_spec(sys.argv[1]), Settings.from_env())}))

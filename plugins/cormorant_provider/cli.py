@@ -148,7 +148,18 @@ def run(args: argparse.Namespace) -> int:
                 shutil.rmtree(home, ignore_errors=True)
             raise
     (home / "airflow").mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+    # The two stores, side by side: Airflow's database, and MLflow's with the spec's experiment (it
+    # says whether a champion exists: the first days are scored with it)
+    migrate = subprocess.Popen([sys.executable, "-m", "airflow", "db", "migrate"], stdout=subprocess.DEVNULL)
+    tracking = subprocess.run(
+        [sys.executable, "-m", "cormorant.tracking", str(spec_path)], capture_output=True, text=True
+    )
+    if migrate.wait() != 0:
+        raise subprocess.CalledProcessError(migrate.returncode, migrate.args)
+    if tracking.returncode != 0:
+        store = os.environ.get("MLFLOW_TRACKING_URI")
+        raise CliError(f"the MLflow store {store} could not be prepared:\n{tracking.stderr.strip()}")
+    champion = json.loads(tracking.stdout.strip().splitlines()[-1])["champion"]
 
     from cormorant import ledger
     from cormorant.config import PROJECT_ROOT
@@ -162,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if "train" in stages:
         runner.start_trainers()  # warm while the first days are ingested and validated
     try:
-        failed = replay(runner, spec, days, stages)
+        failed = replay(runner, spec, days, stages, champion=champion)
     finally:
         runner.close()
     wall = time.monotonic() - began
@@ -178,19 +189,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_champion(spec: Any) -> bool:
-    from cormorant.config import Settings
-    from cormorant.errors import NothingToDo
-    from cormorant.inference import resolve_model
-
-    try:
-        resolve_model(spec, Settings.from_env())
-    except NothingToDo:
-        return False
-    return True
-
-
-def replay(runner: Any, spec: Any, days: list[str], stages: list[str]) -> list[str]:
+def replay(runner: Any, spec: Any, days: list[str], stages: list[str], *, champion: bool) -> list[str]:
     """Run ``stages`` day by day as the nightly chain would, and return the runs that did not succeed.
 
     Each day: ingest and validate it; land the labels that became final that day (those of the day
@@ -202,7 +201,7 @@ def replay(runner: Any, spec: Any, days: list[str], stages: list[str]) -> list[s
     failed: list[str] = []
     lag = spec.target.available_after_days
     labelled: list[str] = []
-    trained = _has_champion(spec)
+    trained = champion
 
     def stage(name: str, day: str, conf: dict[str, Any] | None = None) -> Any:
         if name not in stages or (name == "labels" and spec.labels_inline):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -129,10 +131,21 @@ def _register(trained, trial_id, promotion=None):
     )
 
 
+def _prepared(trained) -> dict:
+    """What ``cormorant run`` learns from preparing the store before it starts (in a process of its
+    own, as it runs it): whether the spec has a champion to score the first days with."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cormorant.tracking", str(trained["path"])], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
 def test_a_failed_blessing_registers_the_version_but_moves_no_alias(trained):
     client = _client()
     summary = _register(trained, "linear-0", {"max_ece": 0.0001})  # no classifier is that well calibrated
     assert summary["promoted"] is False and _champion(client) is None
+    assert _prepared(trained) == {"champion": False}
     assert summary["reason"].startswith("blessing failed")
     assert (
         "expected calibration error" in summary["reason"] and "promotion.max_ece 0.0001" in summary["reason"]
@@ -147,6 +160,7 @@ def test_a_blessed_version_becomes_champion_with_every_check_recorded(trained):
     client = _client()
     summary = _register(trained, "linear-0")  # the same trained model: the same version, now blessed
     assert summary["promoted"] is True and _champion(client) == summary["version"]
+    assert _prepared(trained) == {"champion": True}
     document = trained["lake"].read_json(f"{blessing_prefix(NAME, summary['version'])}/blessing.json")
     assert document["passed"] is True and document["failures"] == []
     infra = document["checks"]["infra"]

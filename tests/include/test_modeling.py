@@ -303,3 +303,16 @@ def test_a_trial_fits_with_the_threads_it_was_given(monkeypatch):
     assert families.trial_threads() == len(os.sched_getaffinity(0))
     trained = families.fit("xgboost", X, y, {"n_estimators": 2}, classification=True, seed=0)
     assert trained.model.get_params()["n_jobs"] == len(os.sched_getaffinity(0))
+
+
+def test_a_trials_onnx_sessions_score_with_the_trials_threads(monkeypatch, example_spec, frames):
+    """Trials side by side each had ONNX Runtime sessions of 2 threads on a 2-core machine (the
+    preprocessing graph every fold runs, the exported model's scoring): 4 threads on 2 cores, each
+    spinning between runs; a trial's sessions now use its share of the CPUs, serving keeps 2."""
+    train, _ = frames
+    monkeypatch.setenv("CORMORANT_TRIAL_THREADS", "1")
+    pre = FittedPreprocessor(example_spec, train)
+    assert pre._session.get_session_options().intra_op_num_threads == 1
+    monkeypatch.setenv("CORMORANT_TRIAL_THREADS", "3")
+    assert FittedPreprocessor(example_spec, train)._session.get_session_options().intra_op_num_threads == 3
+    assert onnx_session(pre.onnx).get_session_options().intra_op_num_threads == 2

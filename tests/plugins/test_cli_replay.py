@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pytest
-
 from cormorant.config import PROJECT_ROOT
 from cormorant.spec import load_spec
 from cormorant_provider import cli
@@ -33,15 +31,10 @@ class FakeRunner:
         return StageRun(f"x__{stage}", partition, "success", tasks)
 
 
-@pytest.fixture(autouse=True)
-def no_champion(monkeypatch):
-    monkeypatch.setattr(cli, "_has_champion", lambda spec: False)
-
-
 def test_late_labels_score_a_day_before_its_labels_land_and_measure_it_when_they_do():
     spec = load_spec(PROJECT_ROOT / "include" / "examples" / "churn_late.yaml")  # labels a day late
     runner = FakeRunner(signals={("drift", DAYS[3])})
-    assert cli.replay(runner, spec, DAYS, list(cli.STAGES)) == []
+    assert cli.replay(runner, spec, DAYS, list(cli.STAGES), champion=False) == []
     calls = runner.calls
     # the first model once two labelled days exist (one to train on, one held out): on day 3
     assert calls.index(("labels", DAYS[1])) < calls.index(("train", DAYS[2]))
@@ -60,7 +53,7 @@ def test_late_labels_score_a_day_before_its_labels_land_and_measure_it_when_they
 
 def test_labels_with_the_features_measure_the_same_day_and_a_performance_signal_retrains(example_spec):
     runner = FakeRunner(signals={("performance", DAYS[2])})
-    cli.replay(runner, example_spec, DAYS, list(cli.STAGES))
+    cli.replay(runner, example_spec, DAYS, list(cli.STAGES), champion=False)
     calls = runner.calls
     assert not [c for c in calls if c[0] == "labels"]  # landed by the validate DAG
     assert calls.index(("train", DAYS[1])) < calls.index(("predict", DAYS[1]))
@@ -79,5 +72,5 @@ def test_labels_with_the_features_measure_the_same_day_and_a_performance_signal_
 
 def test_stages_limit_what_runs(example_spec):
     runner = FakeRunner()
-    cli.replay(runner, example_spec, DAYS[:2], ["ingest", "validate"])
+    cli.replay(runner, example_spec, DAYS[:2], ["ingest", "validate"], champion=False)
     assert {stage for stage, _ in runner.calls} == {"ingest", "validate"}

@@ -73,6 +73,42 @@ def test_the_trainer_names_the_day_and_column_of_bad_data_and_exits_deterministi
     )
     assert " ERROR cormorant.trainer: trial linear-0 (linear) failed: TrialDataError" in done.stderr
     assert lake.read_json(trial_record_key(example_spec.name, "k1", "linear-0")) == result
+    # Without --output the result goes to stdout: whole, with the log, before the CLI's fast exit
+    # (os._exit, which flushes nothing itself)
+    piped = subprocess.run(
+        trainer_command(SPEC, trial.__dict__, output)[:-2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert piped.returncode == EXIT_DETERMINISTIC, piped.stderr[-2000:]
+    assert json.loads(piped.stdout)["error"] == result["error"]
+    assert " ERROR cormorant.trainer: trial linear-0 (linear) failed: TrialDataError" in piped.stderr
+
+
+def test_a_warm_trainer_opens_an_existing_tracking_store_and_leaves_a_missing_one_alone(tmp_path):
+    """Warm-up opens the SQL store, so that a warm process's first trial does not pay for it; a SQLite
+    store that does not exist yet is not created there (trainers side by side would race to)."""
+    from cormorant.config import Settings
+    from cormorant.trainer import open_tracking_store
+
+    missing = tmp_path / "missing" / "mlflow.db"
+    open_tracking_store(Settings.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{missing}"}))
+    assert not missing.exists()
+    opened = tmp_path / "opened.db"
+    created = f"from mlflow import MlflowClient; MlflowClient('sqlite:///{opened}').search_experiments()"
+    subprocess.run([sys.executable, "-c", created], check=True, capture_output=True, timeout=120)
+    kept = (
+        "from mlflow.tracking._tracking_service.utils import _tracking_store_registry as r; "
+        "from cormorant.config import Settings; from cormorant.trainer import open_tracking_store; "
+        "stores = r._get_store_with_resolved_uri.cache_info; before = stores().currsize; "
+        f"open_tracking_store(Settings.from_env({{'MLFLOW_TRACKING_URI': 'sqlite:///{opened}'}})); "
+        "print(before, stores().currsize)"
+    )
+    done = subprocess.run([sys.executable, "-c", kept], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "1"]  # opened in this process, and kept for its trials
 
 
 def _trainer_that(tmp_path: Path, code: int, result: dict | None) -> list[str]:
