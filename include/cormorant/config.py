@@ -35,6 +35,17 @@ class Settings:
     trial_backend: str
     trial_retry_delay_s: int = 60
 
+    @property
+    def mlflow_served(self) -> bool:
+        """Whether MLflow is a tracking server reached over HTTP (no store of its own to open here)."""
+        return _served(self.mlflow_tracking_uri)
+
+    @property
+    def mlflow_sqlite_path(self) -> Path | None:
+        """The SQLite file of a local MLflow store; None for any other store."""
+        uri = self.mlflow_tracking_uri
+        return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read ``CORMORANT_*`` and ``MLFLOW_TRACKING_URI``, falling back to the embedded default."""
@@ -46,7 +57,7 @@ class Settings:
                 f"CORMORANT_TRIAL_BACKEND must be one of {', '.join(TRIAL_BACKENDS)}; found {backend!r}"
             )
         tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-        served = tracking_uri.startswith(("http://", "https://", "databricks"))
+        served = _served(tracking_uri)
         return cls(
             home=home,
             specs_dir=Path(env.get("CORMORANT_SPECS_DIR") or PROJECT_ROOT / "include" / "specs"),
@@ -59,6 +70,10 @@ class Settings:
             trial_backend=backend,
             trial_retry_delay_s=int(env.get("CORMORANT_TRIAL_RETRY_DELAY_S", "60")),
         )
+
+
+def _served(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://", "databricks"))
 
 
 def embedded_environment(home: Path, *, specs_dir: Path | None = None) -> dict[str, str]:

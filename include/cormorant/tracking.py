@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from cormorant.config import Settings
 from cormorant.spec import ModelSpec
@@ -16,8 +15,8 @@ def configure(settings: Settings) -> None:
     """Point the MLflow client at the settings' tracking server (or SQLite store)."""
     import mlflow
 
-    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(settings.mlflow_tracking_uri.removeprefix("sqlite:///")), exist_ok=True)
+    if settings.mlflow_sqlite_path is not None:
+        settings.mlflow_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
 

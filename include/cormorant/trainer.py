@@ -388,10 +388,8 @@ def open_tracking_store(settings: Settings) -> None:
 
     from cormorant.tracking import configure
 
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith(("http://", "https://", "databricks")):
-        return
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    sqlite = settings.mlflow_sqlite_path
+    if settings.mlflow_served or (sqlite is not None and not sqlite.exists()):
         return
     configure(settings)
     MlflowClient().search_experiments(max_results=1)
@@ -439,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "--nice",
         type=int,
         default=0,
-        help="with --serve: lower this process's CPU priority by this much (os.nice)",
+        help="lower this process's CPU priority by this much (os.nice)",
     )
     parser.add_argument("--spec", type=Path, help="the model spec YAML file")
     parser.add_argument(
@@ -457,11 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if args.serve:
-        if args.nice:
-            import os
+    if args.nice:
+        import os
 
-            os.nice(args.nice)
+        os.nice(args.nice)
+    if args.serve:
         return serve()
     if args.spec is None or not args.trial:
         parser.error("--spec and --trial are required (or --serve)")
