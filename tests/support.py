@@ -126,3 +126,42 @@ def register_at_once(
     go.touch()
     assert [r.wait(E2E_TIMEOUT_S) for r in racers] == [0] * len(racers)
     return [json.loads(out.read_text()) for out in outs]
+
+
+@contextlib.contextmanager
+def python_file_calls(monkeypatch: Any) -> Iterator[list[tuple[str, bool]]]:
+    """Every call pyarrow makes into a Python file object while the block reads Parquet (through
+    ``pq.ParquetFile``): ``(method, on the main thread)``. A call from one of pyarrow's own threads means
+    they hold the file's Python-backed buffers, and one that drops the last after a read returned
+    aborts a process that is exiting (the lake's ``_parquet_file``)."""
+    import threading
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    calls: list[tuple[str, bool]] = []
+    main = threading.main_thread().ident
+    real = pq.ParquetFile
+
+    class Recorded:
+        def __init__(self, raw: Any):
+            self._raw = raw
+
+        def __getattr__(self, name: str) -> Any:
+            value = getattr(self._raw, name)
+            if not callable(value):
+                return value
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                calls.append((name, threading.get_ident() == main))
+                return value(*args, **kwargs)
+
+            return call
+
+    def recording(source: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(source, pa.NativeFile) and hasattr(source, "read"):
+            source = Recorded(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", recording)
+    yield calls

@@ -209,10 +209,24 @@ def _widen(lo: Any, hi: Any, table: pa.Table, column: str | None) -> tuple[Any, 
 
 
 def _read_parquet(source: Any, columns: list[str] | None = None) -> pa.Table:
-    """One Parquet file, read on this thread's terms. Not ``pq.read_table``: its dataset reader can
-    drop its last hold on a Python file (or buffer) on one of pyarrow's threads after it returned,
-    and a process exiting then aborts ("terminate called without an active exception")."""
-    return pq.ParquetFile(source).read(columns=columns)
+    """One Parquet file, read on this thread (:func:`_parquet_file`). Not ``pq.read_table``: its
+    dataset reader reads on pyarrow's threads too."""
+    return _parquet_file(source).read(columns=columns, use_threads=False)
+
+
+def _parquet_file(source: Any) -> pq.ParquetFile:
+    """A lake file (a Python file object, or bytes) as a Parquet file that pyarrow reads on the calling
+    thread only: no pre-buffering (column chunks fetched ahead on pyarrow's I/O threads), and every
+    read here passes ``use_threads=False`` (no decoding on its CPU threads).
+
+    Each read of a Python file comes back as a buffer holding a Python object. A pyarrow thread that
+    holds such a buffer, and drops the last hold after the read returned, needs the GIL to free it;
+    if the process is exiting by then, the thread is stopped where it stands and the process aborts
+    after its work is done ("terminate called without an active exception", signal 6). Seen in a
+    benchmark worker that exited right after reading: its core dump had a Parquet column decoder
+    freeing a Python buffer on a pyarrow thread while Python finalized (``pq.read_table`` did the same
+    before it). What it costs, measured: docs/benchmarks.md (validation)."""
+    return pq.ParquetFile(source, pre_buffer=False)
 
 
 class OpenPartition:
@@ -230,17 +244,17 @@ class OpenPartition:
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """These columns (default: all) of every row."""
-        return pa.concat_tables([f.read(columns=columns) for f in self.files])
+        return pa.concat_tables([f.read(columns=columns, use_threads=False) for f in self.files])
 
     def iter_batches(
         self, *, batch_size: int = 65_536, columns: list[str] | None = None
     ) -> Iterator[pa.RecordBatch]:
         for parquet in self.files:
-            # One row group at a time: asked for the whole file, the reader pre-buffers every row
-            # group's columns before the first batch (the file's size in memory); per row group it
-            # still coalesces each group's reads (what S3 wants) and memory stays one group.
+            # One row group at a time, on this thread (_parquet_file): memory stays one group.
             for group in range(parquet.num_row_groups):
-                yield from parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
+                yield from parquet.iter_batches(
+                    batch_size=batch_size, row_groups=[group], columns=columns, use_threads=False
+                )
 
 
 class Lake:
@@ -655,7 +669,7 @@ class Lake:
                 stack.enter_context(self.path(f"{key}/{entry['path']}").open("rb"))
                 for entry in manifest.files
             ]
-            yield OpenPartition(manifest, [pq.ParquetFile(f) for f in files])
+            yield OpenPartition(manifest, [_parquet_file(f) for f in files])
 
     def iter_batches(
         self, dataset: str, partition: str, *, batch_size: int = 65_536, columns: list[str] | None = None

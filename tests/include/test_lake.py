@@ -185,3 +185,25 @@ lake.read("t/raw", "2024-03-01")
 def _finished(process) -> str | None:
     _, err = process.communicate(timeout=120)
     return None if process.returncode == 0 else f"exit {process.returncode}: {err.strip()[-300:]}"
+
+
+def test_reading_the_lake_leaves_no_python_buffers_on_pyarrow_threads(lake, monkeypatch):
+    """A validation benchmark's worker aborted at exit after its work was done (signal 6, "terminate
+    called without an active exception"): its core dump had one of pyarrow's decoding threads freeing
+    a buffer that held a Python object (a read from the lake's Python file object) while Python
+    finalized. Every way of reading the lake, on several columns (which pyarrow decoded on its own
+    threads, and pre-buffered on its I/O threads), now calls the lake's files from the reading thread
+    only, and reads the same rows."""
+    from support import python_file_calls
+
+    lake.write_partition("t/raw", "2024-03-01", _batches(50_000, size=5_000))
+    with python_file_calls(monkeypatch) as calls:
+        whole = lake.read("t/raw", "2024-03-01")
+        streamed = sum(b.num_rows for b in lake.iter_batches("t/raw", "2024-03-01"))
+        with lake.opened("t/raw", "2024-03-01") as part:
+            opened = part.read(["id", "value"])
+        many = lake.read_many("t/raw", ["2024-03-01"], columns=["id", "value"])
+    assert calls, "no Python file was read: the test no longer covers the lake's reads"
+    assert all(on_main for _, on_main in calls), [c for c in calls if not c[1]][:5]
+    assert whole.num_rows == streamed == opened.num_rows == many.num_rows == 50_000
+    assert whole.column("value").to_pylist()[:3] == [0.0, 0.5, 1.0]

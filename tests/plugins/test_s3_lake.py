@@ -209,3 +209,26 @@ def test_validating_a_day_that_a_rerun_replaces_midway_judges_the_new_commit_who
     assert first.content_hash != second.content_hash
     assert (result.content_hash, result.row_count) == (second.content_hash, 5_000)
     assert lake.require(dataset, "2024-03-01").attempts == second.attempts  # the first's files are gone
+
+
+def test_reading_the_s3_lake_calls_its_python_files_from_the_reading_thread_only(s3_lake, monkeypatch):
+    """On S3 too (s3fs's Python file objects), pyarrow fetches and decodes the lake's files on the
+    calling thread, so none of its own threads holds a Python-backed buffer that it could drop while
+    the process exits (which aborts the process: see the local lake's test of the same)."""
+    from support import python_file_calls
+
+    lake, _, _ = s3_lake
+    schema = pa.schema([("id", pa.int64()), ("value", pa.float64())])
+    batches = (
+        pa.RecordBatch.from_pydict({"id": list(range(i, i + 500)), "value": [0.5] * 500}, schema=schema)
+        for i in range(0, 5_000, 500)
+    )
+    lake.write_partition("two", "2024-03-01", batches, schema=schema)
+    with python_file_calls(monkeypatch) as calls:
+        whole = lake.read("two", "2024-03-01")
+        streamed = sum(b.num_rows for b in lake.iter_batches("two", "2024-03-01"))
+        with lake.opened("two", "2024-03-01") as part:
+            opened = part.read(["id", "value"])
+    assert calls, "no Python file was read: the test no longer covers the S3 path"
+    assert all(on_main for _, on_main in calls), [c for c in calls if not c[1]][:5]
+    assert whole.num_rows == streamed == opened.num_rows == 5_000
