@@ -129,11 +129,11 @@ def register_at_once(
 
 
 @contextlib.contextmanager
-def python_file_calls(monkeypatch: Any) -> Iterator[list[tuple[str, bool]]]:
+def python_file_calls() -> Iterator[list[tuple[str, bool]]]:
     """Every call pyarrow makes into a Python file object while the block reads Parquet (through
     ``pq.ParquetFile``): ``(method, on the main thread)``. A call from one of pyarrow's own threads means
     they hold the file's Python-backed buffers, and one that drops the last after a read returned
-    aborts a process that is exiting (the lake's ``_parquet_file``)."""
+    aborts a process that is exiting (the lake's ``_parquet_file``). Recording ends with the block."""
     import threading
 
     import pyarrow as pa
@@ -163,5 +163,8 @@ def python_file_calls(monkeypatch: Any) -> Iterator[list[tuple[str, bool]]]:
             source = Recorded(source)
         return real(source, *args, **kwargs)
 
-    monkeypatch.setattr(pq, "ParquetFile", recording)
-    yield calls
+    pq.ParquetFile = recording
+    try:
+        yield calls
+    finally:
+        pq.ParquetFile = real

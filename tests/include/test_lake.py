@@ -187,7 +187,7 @@ def _finished(process) -> str | None:
     return None if process.returncode == 0 else f"exit {process.returncode}: {err.strip()[-300:]}"
 
 
-def test_reading_the_lake_leaves_no_python_buffers_on_pyarrow_threads(lake, monkeypatch):
+def test_reading_the_lake_leaves_no_python_buffers_on_pyarrow_threads(lake):
     """A validation benchmark's worker aborted at exit after its work was done (signal 6, "terminate
     called without an active exception"): its core dump had one of pyarrow's decoding threads freeing
     a buffer that held a Python object (a read from the lake's Python file object) while Python
@@ -197,7 +197,7 @@ def test_reading_the_lake_leaves_no_python_buffers_on_pyarrow_threads(lake, monk
     from support import python_file_calls
 
     lake.write_partition("t/raw", "2024-03-01", _batches(50_000, size=5_000))
-    with python_file_calls(monkeypatch) as calls:
+    with python_file_calls() as calls:
         whole = lake.read("t/raw", "2024-03-01")
         streamed = sum(b.num_rows for b in lake.iter_batches("t/raw", "2024-03-01"))
         with lake.opened("t/raw", "2024-03-01") as part:

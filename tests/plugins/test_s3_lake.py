@@ -211,7 +211,7 @@ def test_validating_a_day_that_a_rerun_replaces_midway_judges_the_new_commit_who
     assert lake.require(dataset, "2024-03-01").attempts == second.attempts  # the first's files are gone
 
 
-def test_reading_the_s3_lake_calls_its_python_files_from_the_reading_thread_only(s3_lake, monkeypatch):
+def test_reading_the_s3_lake_calls_its_python_files_from_the_reading_thread_only(s3_lake):
     """On S3 too (s3fs's Python file objects), pyarrow fetches and decodes the lake's files on the
     calling thread, so none of its own threads holds a Python-backed buffer that it could drop while
     the process exits (which aborts the process: see the local lake's test of the same)."""
@@ -224,7 +224,7 @@ def test_reading_the_s3_lake_calls_its_python_files_from_the_reading_thread_only
         for i in range(0, 5_000, 500)
     )
     lake.write_partition("two", "2024-03-01", batches, schema=schema)
-    with python_file_calls(monkeypatch) as calls:
+    with python_file_calls() as calls:
         whole = lake.read("two", "2024-03-01")
         streamed = sum(b.num_rows for b in lake.iter_batches("two", "2024-03-01"))
         with lake.opened("two", "2024-03-01") as part:
