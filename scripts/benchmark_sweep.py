@@ -10,7 +10,10 @@ ran a sweep before), once at the machine's parallelism, and once on warm trainer
 ahead of it (``cormorant.sweep.TrainerPool``, what ``cormorant run`` does; their imports done before
 the clock starts). Each trial reports its compute (CV fits, the
 refit, scoring); the goal is a sweep wall time of at most 1.25x (sum of trial compute / parallelism).
-Every run starts from an empty MLflow store, so no trial is a cache hit.
+Every run starts from an empty MLflow store, so no trial is a cache hit, and from an empty ONNX graph
+cache (``cormorant.graph_cache``: the MLP's export, kept per architecture), as a spec's first sweep;
+the runs on processes at the machine's parallelism run again with the graph cache an earlier sweep
+of the spec filled, as every later sweep finds it.
 Results in ``benchmarks/results/sweep-<timestamp>.{json,md}``.
 """
 
@@ -31,7 +34,10 @@ from bench_common import add_repeat, finish, median_run, say  # noqa: E402
 from benchmark_trial import SPEC, _env, setup  # noqa: E402
 
 
-def run(home: Path, days: list[str], parallel: int, *, warm: bool = False) -> dict:
+def run(
+    home: Path, days: list[str], parallel: int, *, warm: bool = False, graphs: Path | None = None
+) -> dict:
+    """One sweep; ``graphs``: an ONNX graph cache an earlier sweep filled (None: a new, empty one)."""
     from cormorant.lake import Lake
     from cormorant.spec import load_spec
     from cormorant.sweep import TrainerPool, plan_sweep, run_trials_locally, trial_threads_when_sharing
@@ -42,6 +48,7 @@ def run(home: Path, days: list[str], parallel: int, *, warm: bool = False) -> di
             **_env(home),
             "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
             "CORMORANT_MLFLOW_ARTIFACT_URI": (store / "artifacts").as_uri(),
+            "CORMORANT_GRAPH_CACHE": str(graphs or store / "graphs"),
         }
     )
     setup_mlflow_only()
@@ -66,6 +73,8 @@ def run(home: Path, days: list[str], parallel: int, *, warm: bool = False) -> di
     return {
         "parallel": parallel,
         "warm": warm,
+        "graph_cache": "kept" if graphs else "empty",
+        "graphs": os.environ["CORMORANT_GRAPH_CACHE"],
         "threads_per_trial": trial_threads_when_sharing(parallel),
         "trials": len(results),
         "seconds": wall,
@@ -86,12 +95,19 @@ def setup_mlflow_only() -> None:
 
 def render(results: list[dict]) -> str:
     lines = [
-        "| trial processes at once | started | threads each | trials | sweep wall (s) "
+        "| trial processes at once | started | ONNX graph cache | threads each | trials | sweep wall (s) "
         "| trial compute, summed (s) | compute / parallelism (s) | wall vs that (goal <= 1.25x) "
         "| vs one at a time |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = next((r for r in results if r.get("parallel") == 1 and not r.get("warm")), None)
+    base = next(
+        (
+            r
+            for r in results
+            if r.get("parallel") == 1 and not r.get("warm") and r.get("graph_cache") == "empty"
+        ),
+        None,
+    )
     for r in results:
         if "error" in r:
             lines.append(f"| – | – | – | – | – | – | – | {r['error']} | – |")
@@ -99,6 +115,7 @@ def render(results: list[dict]) -> str:
         speedup = f"{base['seconds'] / r['seconds']:.2f}x" if base else "–"
         lines.append(
             f"| {r['parallel']} | {'ahead, warm' if r.get('warm') else 'by the sweep'} | "
+            f"{'filled by an earlier sweep' if r.get('graph_cache') == 'kept' else 'empty'} | "
             f"{r['threads_per_trial']} | {r['trials']} | {r['seconds']:.1f} | "
             f"{r['compute_seconds']:.1f} | {r['ideal_seconds']:.1f} | **{r['vs_ideal']:.2f}x** | {speedup} |"
         )
@@ -120,11 +137,23 @@ def main(argv: list[str] | None = None) -> dict:
         home = Path(tmp)
         setup(home, days, validated=True)
         parallel = local_trial_parallelism()
-        for at_once, warm in sorted({(1, False), (parallel, False), (parallel, True)}):
+        kept = None  # the graph cache of the first sweep at the machine's parallelism
+        methods = sorted({(1, False), (parallel, False), (parallel, True)})
+        for at_once, warm, cached in [(*m, False) for m in methods] + [
+            (parallel, False, True),
+            (parallel, True, True),
+        ]:
+            label = f"{at_once} at once{' (warm)' if warm else ''}{', graphs kept' if cached else ''}:"
+            runs = [
+                run(home, days, at_once, warm=warm, graphs=kept if cached else None)
+                for _ in range(args.repeat)
+            ]
+            if at_once == parallel and not cached and kept is None and "graphs" in runs[0]:
+                kept = Path(runs[0]["graphs"])
             results.append(
                 say(
-                    f"{at_once} at once{' (warm)' if warm else ''}:",
-                    median_run([run(home, days, at_once, warm=warm) for _ in range(args.repeat)]),
+                    label,
+                    median_run(runs),
                     lambda r: (
                         f"wall {r['seconds']:5.1f}s  compute {r['compute_seconds']:5.1f}s  "
                         f"vs compute/parallelism {r['vs_ideal']:.2f}x"

@@ -8,7 +8,11 @@ lake and a SQLite MLflow store (the embedded default's), one trial per family, e
 then each again, fresh, logging to an ``mlflow server`` on loopback over HTTP as a pod does (after
 unmeasured trials that start the server's workers; ``--no-server`` leaves this out); then each on a
 warm trainer process (``cormorant.sweep.TrainerPool``, what ``cormorant run`` starts ahead of its
-sweeps) after a first, unmeasured trial there. The trainer reports its compute (CV
+sweeps) after a first, unmeasured trial there. Those trials export every model (each fresh process gets
+an empty ONNX graph cache, the warm one none): what a spec's first trial of an architecture pays. The
+MLP, whose export the cache keeps (``cormorant.graph_cache``), runs each way again with the cache
+filled by an unmeasured trial of the same architecture, as every later sweep of the spec finds it. The
+trainer reports its compute (CV
 fits, the refit, scoring: ``compute_seconds``) and its time inside ``run_trial``; the rest of the
 process's wall time is start-up and imports. The fixed cost is wall time minus compute (target: at
 most 3 s). Results in ``benchmarks/results/trial-<timestamp>.{json,md}``.
@@ -130,12 +134,24 @@ def _trial(family: str, days: list[str]) -> dict:
 
 
 def run(
-    family: str, home: Path, days: list[str], python: str = sys.executable, server: str | None = None
+    family: str,
+    home: Path,
+    days: list[str],
+    python: str = sys.executable,
+    server: str | None = None,
+    graphs: Path | None = None,
 ) -> dict:
-    """The trial in a fresh trainer process (``python``), as a pod and a scheduler's trial task run it."""
+    """The trial in a fresh trainer process (``python``), as a pod and a scheduler's trial task run it,
+    with ``graphs`` as its ONNX graph cache (None: a new, empty one)."""
     from cormorant.trainer import trainer_command
 
-    env = {**os.environ, **_env(home, server), "PYTHONPATH": str(ROOT / "include")}
+    cache = graphs or Path(tempfile.mkdtemp(prefix="graphs-", dir=home))
+    env = {
+        **os.environ,
+        **_env(home, server),
+        "PYTHONPATH": str(ROOT / "include"),
+        "CORMORANT_GRAPH_CACHE": str(cache),
+    }
     out = home / f"{family}-result.json"
     started = time.perf_counter()
     proc = subprocess.run(
@@ -147,26 +163,27 @@ def run(
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         return {"family": family, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    row = _row(family, "fresh", wall, json.loads(out.read_text()))
+    row = _row(family, "fresh", wall, json.loads(out.read_text()), cached=graphs is not None)
     return {**row, "python": python, "tracking": "server" if server else "sqlite"}
 
 
-def run_warm(family: str, home: Path, days: list[str], pool: object) -> dict:
+def run_warm(family: str, home: Path, days: list[str], pool: object, *, cached: bool = False) -> dict:
     """The trial on a warm trainer process (``cormorant.sweep.TrainerPool``, what ``cormorant run``
-    starts ahead of its sweeps), after a first trial of another family there."""
+    starts ahead of its sweeps), after a first trial there."""
     started = time.perf_counter()
     (result,) = pool.run(0, SPEC, [_trial(family, days)])
     wall = time.perf_counter() - started
     if result.get("status") != "ok":
         return {"family": family, "error": result.get("error", "failed")}
-    return _row(family, "warm", wall, result)
+    return _row(family, "warm", wall, result, cached=cached)
 
 
-def _row(family: str, process: str, wall: float, result: dict) -> dict:
+def _row(family: str, process: str, wall: float, result: dict, *, cached: bool) -> dict:
     """One measured trial: its wall time split into compute, time in the trainer, and the rest."""
     return {
         "family": family,
         "process": process,
+        "graph": ("from the cache" if cached else "exported") if family == "mlp" else "converted",
         "wall_seconds": wall,
         "in_trainer_seconds": result["seconds"],
         "compute_seconds": result["compute_seconds"],
@@ -184,16 +201,17 @@ TRACKING = {
 
 def render(results: list[dict]) -> str:
     lines = [
-        "| family | trainer process | wall (s) | compute: fit + score (s) | start-up and imports (s) "
-        "| fixed cost (s) | vs 3 s target |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| family | trainer process | ONNX graph | wall (s) | compute: fit + score (s) "
+        "| start-up and imports (s) | fixed cost (s) | vs 3 s target |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['family']} | – | – | – | – | – | {r['error']} |")
+            lines.append(f"| {r['family']} | – | – | – | – | – | – | {r['error']} |")
             continue
         lines.append(
             f"| {r['family']} | {PROCESS[r['process']] + TRACKING.get(r.get('tracking'), '')} | "
+            f"{r.get('graph', '–')} | "
             f"{r['wall_seconds']:.1f} | "
             f"{r['compute_seconds']:.1f} | "
             f"{r['startup_seconds']:.1f} | **{r['fixed_seconds']:.1f}** | {r['fixed_seconds'] / 3:.1f}x |"
@@ -241,8 +259,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-trial-") as tmp:
         home = Path(tmp)
         setup(home, days)
+        graphs = home / "graphs-kept"  # filled by an unmeasured MLP trial of the same architecture
         for family in args.families:
             keep(f"{family:<8} fresh", [run(family, home, days, args.python) for _ in range(args.repeat)])
+        if "mlp" in args.families:
+            run("mlp", home, days, args.python, graphs=graphs)
+            runs = [run("mlp", home, days, args.python, graphs=graphs) for _ in range(args.repeat)]
+            keep("mlp      fresh, graph from the cache", runs)
         if not args.no_server:
             with tracking_server(home) as server:
                 _experiment(home, server)
@@ -253,14 +276,25 @@ def main(argv: list[str] | None = None) -> dict:
                 for family in args.families:
                     runs = [run(family, home, days, args.python, server) for _ in range(args.repeat)]
                     keep(f"{family:<8} fresh, server", runs)
+                if "mlp" in args.families:
+                    runs = [run("mlp", home, days, args.python, server, graphs) for _ in range(args.repeat)]
+                    keep("mlp      fresh, server, graph from the cache", runs)
         if args.no_warm:
             return finish("trial", results, render(results))
         os.environ.update(_env(home))
+        os.environ["CORMORANT_GRAPH_CACHE"] = "off"  # every trial exports
         with TrainerPool(1) as pool:
             pool.wait_ready()
             pool.run(0, SPEC, [_trial("linear", days)])  # the process's first trial, not measured
             for family in args.families:
                 keep(f"{family:<8} warm ", [run_warm(family, home, days, pool) for _ in range(args.repeat)])
+        if "mlp" in args.families:
+            os.environ["CORMORANT_GRAPH_CACHE"] = str(graphs)
+            with TrainerPool(1) as pool:
+                pool.wait_ready()
+                pool.run(0, SPEC, [_trial("linear", days)])  # the process's first trial, not measured
+                runs = [run_warm("mlp", home, days, pool, cached=True) for _ in range(args.repeat)]
+                keep("mlp      warm, graph from the cache", runs)
     return finish("trial", results, render(results))
 
 

@@ -34,6 +34,8 @@ class Settings:
     mlflow_artifact_uri: str | None
     trial_backend: str
     trial_retry_delay_s: int = 60
+    # where trials keep the MLP's exported ONNX graph per architecture (cormorant.graph_cache); None: off
+    graph_cache: Path | None = None
 
     @property
     def mlflow_served(self) -> bool:
@@ -69,7 +71,15 @@ class Settings:
             or (None if served else (home / "mlflow" / "artifacts").as_uri()),
             trial_backend=backend,
             trial_retry_delay_s=int(env.get("CORMORANT_TRIAL_RETRY_DELAY_S", "60")),
+            graph_cache=_graph_cache(env.get("CORMORANT_GRAPH_CACHE"), home),
         )
+
+
+def _graph_cache(configured: str | None, home: Path) -> Path | None:
+    """``CORMORANT_GRAPH_CACHE``: a folder, ``off``, or unset for ``$CORMORANT_HOME/cache/onnx-graphs``."""
+    if configured is None or not configured.strip():
+        return home / "cache" / "onnx-graphs"
+    return None if configured.strip().lower() == "off" else Path(configured.strip()).resolve()
 
 
 def _served(tracking_uri: str) -> bool:

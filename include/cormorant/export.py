@@ -14,6 +14,8 @@ from cormorant.families import ML_OPSET, OPSET, Trained, to_onnx
 from cormorant.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cormorant.features import FittedPreprocessor
 
 
@@ -28,14 +30,24 @@ def preprocessor_to_onnx(preprocessor: Any, spec: ModelSpec) -> Any:
     )
 
 
-def export_model(preprocessor: FittedPreprocessor, trained: Trained, spec: ModelSpec, n_features: int) -> Any:
-    """One ONNX model: raw columns in, ``score`` out, with metadata naming the spec and family."""
+def export_model(
+    preprocessor: FittedPreprocessor,
+    trained: Trained,
+    spec: ModelSpec,
+    n_features: int,
+    *,
+    graph_cache: Path | None = None,
+) -> Any:
+    """One ONNX model: raw columns in, ``score`` out, with metadata naming the spec and family
+    (``graph_cache``: see :func:`cormorant.families.to_onnx`)."""
     import copy
 
     import onnx.compose
 
     pre = _aligned(copy.deepcopy(preprocessor.onnx))
-    est = _aligned(onnx.compose.add_prefix(to_onnx(trained, n_features), prefix="model_"))
+    est = _aligned(
+        onnx.compose.add_prefix(to_onnx(trained, n_features, graph_cache=graph_cache), prefix="model_")
+    )
     pre.ir_version = est.ir_version = max(pre.ir_version, est.ir_version)
     merged = onnx.compose.merge_models(
         pre, est, io_map=[(pre.graph.output[0].name, "model_features")], outputs=["model_score"]

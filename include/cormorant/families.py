@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,10 +243,13 @@ def _ScoredMLP(*args: Any) -> Any:
 
 
 # -- ONNX -----------------------------------------------------------------------------------------------
-def to_onnx(trained: Trained, n_features: int) -> Any:
-    """The family's model as ONNX: input ``features`` [n, k] float32, output ``score`` [n, 1]."""
+def to_onnx(trained: Trained, n_features: int, *, graph_cache: Path | None = None) -> Any:
+    """The family's model as ONNX: input ``features`` [n, k] float32, output ``score`` [n, 1].
+
+    ``graph_cache``: a folder keeping the MLP's exported graph per architecture
+    (:mod:`cormorant.graph_cache`); None exports every time."""
     if trained.family == "mlp":
-        return _mlp_to_onnx(trained.model, n_features)
+        return _mlp_to_onnx(trained.model, n_features, graph_cache)
     if trained.family == "xgboost":
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
@@ -273,23 +277,32 @@ def warm_exporter() -> None:
     ready (raises ImportError without torch)."""
     import torch
 
-    _mlp_to_onnx(_ScoredMLP(torch.nn.Linear(2, 1), True, 0.0, 1.0).eval(), 2)
+    _mlp_to_onnx(_ScoredMLP(torch.nn.Linear(2, 1), True, 0.0, 1.0).eval(), 2, None)
 
 
-def _mlp_to_onnx(model: Any, n_features: int) -> Any:
+def _mlp_to_onnx(model: Any, n_features: int, graph_cache: Path | None) -> Any:
     import torch
 
-    program = torch.onnx.export(
-        model,
-        (torch.zeros(2, n_features, dtype=torch.float32),),
-        dynamo=True,
-        input_names=["features"],
-        output_names=["score"],
-        dynamic_shapes=({0: torch.export.Dim("rows")},),
-        opset_version=OPSET,
-        verbose=False,
+    from cormorant.graph_cache import export_with_cache
+
+    example = torch.zeros(2, n_features, dtype=torch.float32)
+
+    def export() -> Any:
+        return torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["features"],
+            output_names=["score"],
+            dynamic_shapes=({0: torch.export.Dim("rows")},),
+            opset_version=OPSET,
+            verbose=False,
+        )
+
+    # the output transform (sigmoid or un-scaling) is chosen in forward, not shown by the module's repr
+    return export_with_cache(
+        model, example, export, graph_cache, classification=model.classification, opset=OPSET
     )
-    return program.model_proto
 
 
 def _score_output(model: Any, *, classification: bool) -> Any:

@@ -270,7 +270,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         )
         refit_seconds = time.monotonic() - refit_started
         ledger.add("fitting and scoring", time.time() - refit_seconds, time.time(), trial=trial.trial_id)
-        onnx_model = export_model(pre, fitted, spec, X_train.shape[1])
+        onnx_model = export_model(pre, fitted, spec, X_train.shape[1], graph_cache=settings.graph_cache)
         log_explainer(spec, fitted, pre, X_train)  # per-row reason codes at scoring time
         session = onnx_session(onnx_model, threads=families.trial_threads())
         scoring_started = time.monotonic()

@@ -64,6 +64,26 @@ def test_trial_fits_with_the_cpus_its_pod_asked_for(cpu, threads):
     assert env["CORMORANT_TRIAL_THREADS"] == threads
 
 
+def test_a_trial_pod_keeps_no_onnx_graph_cache_unless_the_deployment_mounts_one():
+    """Its files last one trial and its user cannot write the image's folders: a cache there would
+    only warn that it cannot be written."""
+    _, pod = _pod(TRIAL)
+    assert {e.name: e.value for e in _main(pod).env}["CORMORANT_GRAPH_CACHE"] == "off"
+    from kubernetes.client import models as k8s
+
+    op = KubernetesTrialOperator(
+        task_id="trial",
+        spec_name="churn",
+        trial=TRIAL,
+        settings=KubernetesSettings.from_env(ENV),
+        env_vars=[k8s.V1EnvVar(name="CORMORANT_GRAPH_CACHE", value="/graphs")],
+    )
+    op.shape_for_trial()
+    op.shape_for_trial()  # a retry shapes the same pod again
+    env = [(e.name, e.value) for e in _main(op.build_pod_request_obj(dry_run=True)).env]
+    assert [value for name, value in env if name == "CORMORANT_GRAPH_CACHE"] == ["/graphs"]
+
+
 def test_cpu_trial_takes_no_gpu_and_no_gpu_toleration():
     _, pod = _pod(
         {**TRIAL, "family": "linear", "trial_id": "linear-0", "resources": {"cpu": "2", "memory": "4Gi"}}
