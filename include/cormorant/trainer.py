@@ -136,6 +136,36 @@ def serving_requirements() -> list[str]:
     return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
 
 
+@contextlib.contextmanager
+def checked_against_stated_requirements() -> Any:
+    """Log a model with MLflow's requirement check reading only the packages :func:`serving_requirements`
+    states, where this process has not mapped every installed package yet.
+
+    Logging a model, MLflow checks each stated requirement against the installed version, and first
+    maps every installed distribution's files to the modules they hold (``packages_distributions``:
+    0.5-0.9 s of a fresh trainer process's trial with Airflow installed beside it), which the check only
+    needs for a package whose version cannot be read by its name. The stated requirements are read by
+    name from the installed versions, so a map of just them gives the same verdict and the same logged
+    files. MLflow keeps that map per process: it is put back unbuilt afterwards, so that anything else
+    in the process builds the whole one. A warm trainer builds the whole map in its warm-up, and
+    then this does nothing."""
+    try:
+        from mlflow.utils import requirements_utils as mapped
+    except ImportError:  # pragma: no cover - mlflow is a trainer requirement
+        yield
+        return
+    if getattr(mapped, "_MODULES_TO_PACKAGES", True) is not None:  # built, or an MLflow without it
+        yield
+        return
+    mapped._MODULES_TO_PACKAGES = {
+        name.split("==")[0]: [name.split("==")[0]] for name in ["mlflow", *serving_requirements()]
+    }
+    try:
+        yield
+    finally:
+        mapped._MODULES_TO_PACKAGES = mapped._PACKAGES_TO_MODULES = None
+
+
 def trial_record_key(spec_name: str, sweep_key: str, trial_id: str) -> str:
     """Where a trial's outcome is kept in the lake (the sweep's selection reads failures from here)."""
     return f"{spec_name}/sweeps/{sweep_key or 'adhoc'}/trials/{trial_id}.json"
@@ -307,7 +337,8 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         mlflow.log_dict(build_reference(train, train_scores, spec), "reference.json")
         # what serving needs, stated: MLflow would otherwise infer it by importing the model's modules in
         # a subprocess (2 s of every trial)
-        info = mlflow.onnx.log_model(onnx_model, name="model", pip_requirements=serving_requirements())
+        with checked_against_stated_requirements():
+            info = mlflow.onnx.log_model(onnx_model, name="model", pip_requirements=serving_requirements())
         seconds = time.monotonic() - started
         mlflow.log_metric("trial_seconds", seconds)
         result = {
