@@ -34,8 +34,9 @@ class Settings:
     mlflow_artifact_uri: str | None
     trial_backend: str
     trial_retry_delay_s: int = 60
-    # where trials keep the MLP's exported ONNX graph per architecture (cormorant.graph_cache); None: off
-    graph_cache: Path | None = None
+    # where trials keep the MLP's exported ONNX graph per architecture (cormorant.graph_cache): a folder
+    # or a URI; None: off
+    graph_cache: str | None = None
 
     @property
     def mlflow_served(self) -> bool:
@@ -60,10 +61,11 @@ class Settings:
             )
         tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         served = _served(tracking_uri)
+        lake_uri = env.get("CORMORANT_LAKE_URI") or (home / "lake").as_uri()
         return cls(
             home=home,
             specs_dir=Path(env.get("CORMORANT_SPECS_DIR") or PROJECT_ROOT / "include" / "specs"),
-            lake_uri=env.get("CORMORANT_LAKE_URI") or (home / "lake").as_uri(),
+            lake_uri=lake_uri,
             lake_conn_id=env.get("CORMORANT_LAKE_CONN_ID") or None,
             mlflow_tracking_uri=tracking_uri,
             # beside a local store, a local folder; with a tracking server, wherever the server keeps them
@@ -71,15 +73,21 @@ class Settings:
             or (None if served else (home / "mlflow" / "artifacts").as_uri()),
             trial_backend=backend,
             trial_retry_delay_s=int(env.get("CORMORANT_TRIAL_RETRY_DELAY_S", "60")),
-            graph_cache=_graph_cache(env.get("CORMORANT_GRAPH_CACHE"), home),
+            graph_cache=_graph_cache(env.get("CORMORANT_GRAPH_CACHE"), home, lake_uri),
         )
 
 
-def _graph_cache(configured: str | None, home: Path) -> Path | None:
-    """``CORMORANT_GRAPH_CACHE``: a folder, ``off``, or unset for ``$CORMORANT_HOME/cache/onnx-graphs``."""
-    if configured is None or not configured.strip():
-        return home / "cache" / "onnx-graphs"
-    return None if configured.strip().lower() == "off" else Path(configured.strip()).resolve()
+def _graph_cache(configured: str | None, home: Path, lake_uri: str) -> str | None:
+    """``CORMORANT_GRAPH_CACHE``: a folder or URI; ``lake``, a folder in the lake (``_cache/onnx-graphs``,
+    what trial pods share); ``off``; unset: ``$CORMORANT_HOME/cache/onnx-graphs``."""
+    value = (configured or "").strip()
+    if not value:
+        return str(home / "cache" / "onnx-graphs")
+    if value.lower() == "off":
+        return None
+    if value.lower() == "lake":
+        return f"{lake_uri.rstrip('/')}/_cache/onnx-graphs"
+    return value if "://" in value else str(Path(value).resolve())
 
 
 def _served(tracking_uri: str) -> bool:

@@ -36,7 +36,7 @@ def export_model(
     spec: ModelSpec,
     n_features: int,
     *,
-    graph_cache: Path | None = None,
+    graph_cache: Path | str | None = None,
 ) -> Any:
     """One ONNX model: raw columns in, ``score`` out, with metadata naming the spec and family
     (``graph_cache``: see :func:`cormorant.families.to_onnx`)."""

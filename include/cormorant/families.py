@@ -243,10 +243,10 @@ def _ScoredMLP(*args: Any) -> Any:
 
 
 # -- ONNX -----------------------------------------------------------------------------------------------
-def to_onnx(trained: Trained, n_features: int, *, graph_cache: Path | None = None) -> Any:
+def to_onnx(trained: Trained, n_features: int, *, graph_cache: Path | str | None = None) -> Any:
     """The family's model as ONNX: input ``features`` [n, k] float32, output ``score`` [n, 1].
 
-    ``graph_cache``: a folder keeping the MLP's exported graph per architecture
+    ``graph_cache``: a folder or URI keeping the MLP's exported graph per architecture
     (:mod:`cormorant.graph_cache`); None exports every time."""
     if trained.family == "mlp":
         return _mlp_to_onnx(trained.model, n_features, graph_cache)
@@ -280,7 +280,7 @@ def warm_exporter() -> None:
     _mlp_to_onnx(_ScoredMLP(torch.nn.Linear(2, 1), True, 0.0, 1.0).eval(), 2, None)
 
 
-def _mlp_to_onnx(model: Any, n_features: int, graph_cache: Path | None) -> Any:
+def _mlp_to_onnx(model: Any, n_features: int, graph_cache: Path | str | None) -> Any:
     import torch
 
     from cormorant.graph_cache import export_with_cache

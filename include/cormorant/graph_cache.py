@@ -5,7 +5,8 @@ torchlib functions and optimises the graph: 0.5-1.3 s for a small MLP in a warm 
 a process's first export, whatever the model's size. Two models of the same architecture (the same
 layers, the same input width, the same state-dict names, shapes and dtypes) export to the same graph
 but for its initializers, which the exporter names after the state dict. So the first export of an
-architecture is kept, in memory and as a file under the cache folder, and every later one is that
+architecture is kept, in memory and as a file in the cache folder (a local folder, or one in the lake
+on an object store, which trial pods share), and every later one is that
 graph with the new weights put in, through ``ONNXProgram.apply_weights``' own mechanism (the
 initializers' values replaced by name): the same bytes as a fresh export, in about a millisecond.
 
@@ -18,12 +19,9 @@ the native one on the holdout (``PARITY_TOLERANCE``) whichever way its graph was
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -32,25 +30,26 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 IN_MEMORY = 8  # architectures a process keeps parsed
-_graphs: OrderedDict[tuple[Path, str], Any] = OrderedDict()  # (folder, key) -> onnx_ir.Model
+_graphs: OrderedDict[tuple[str, str], Any] = OrderedDict()  # (folder, key) -> onnx_ir.Model
 
 
 def export_with_cache(
-    model: Any, example_input: Any, export: Callable[[], Any], cache_dir: Path | None, **key_parts: Any
+    model: Any, example_input: Any, export: Callable[[], Any], cache_dir: Path | str | None, **key_parts: Any
 ) -> Any:
     """``model`` (a torch module in eval mode) as an ONNX ``ModelProto``: ``export()`` (which returns
     a ``torch.onnx.ONNXProgram``) on a miss, the kept graph with ``model``'s weights on a hit.
 
     ``example_input`` is the tensor the export traces with (its shape and dtype are part of the key),
-    ``key_parts`` anything else the graph depends on that the module's repr does not show. With
-    ``cache_dir`` None, nothing is kept: every call exports."""
+    ``key_parts`` anything else the graph depends on that the module's repr does not show.
+    ``cache_dir``: a folder or a URI (``s3://...``, read and written as the lake is); None keeps
+    nothing: every call exports."""
     import onnx_ir as ir
 
     if cache_dir is None:
         return export().model_proto
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     key = _key(model, example_input, state, key_parts)
-    graph = _graphs.get((cache_dir, key))
+    graph = _graphs.get((str(cache_dir), key))
     if graph is None:
         graph = _load(cache_dir, key)
     if graph is not None and _folded_state(graph) != _fingerprints(state, graph):
@@ -65,8 +64,8 @@ def export_with_cache(
             log.info("exported %s's ONNX graph; kept as %s", type(model).__name__, _path(cache_dir, key))
     else:
         log.info("%s's ONNX graph from the cache (%s), with this model's weights", type(model).__name__, key)
-    _graphs[(cache_dir, key)] = graph
-    _graphs.move_to_end((cache_dir, key))
+    _graphs[(str(cache_dir), key)] = graph
+    _graphs.move_to_end((str(cache_dir), key))
     while len(_graphs) > IN_MEMORY:
         _graphs.popitem(last=False)
     for name, value in graph.graph.initializers.items():
@@ -119,37 +118,37 @@ def _serialized(graph: Any) -> Any:
             graph.metadata_props[_FOLDED] = folded
 
 
-def _path(cache_dir: Path, key: str) -> Path:
-    return cache_dir / f"{key}.onnx"
+def _path(cache_dir: Path | str, key: str) -> Any:
+    from upath import UPath
+
+    return UPath(cache_dir) / f"{key}.onnx"
 
 
-def _load(cache_dir: Path, key: str) -> Any:
+def _load(cache_dir: Path | str, key: str) -> Any:
+    """The kept graph (one read: on an object store a single GET), or None."""
+    import onnx
     import onnx_ir as ir
 
-    if not _path(cache_dir, key).exists():
-        return None
+    path = _path(cache_dir, key)
     try:
-        return ir.load(_path(cache_dir, key))
+        return ir.serde.deserialize_model(onnx.load_model_from_string(path.read_bytes()))
+    except FileNotFoundError:
+        return None
     except Exception as exc:  # a damaged cache file is exported over, never trusted
-        log.warning("ONNX graph cache %s cannot be read (%s); exporting anew", _path(cache_dir, key), exc)
+        log.warning("ONNX graph cache %s cannot be read (%s); exporting anew", path, exc)
         return None
 
 
-def _save(cache_dir: Path, key: str, graph: Any) -> bool:
-    """Write the graph under its key atomically (a temporary file renamed): processes exporting the
-    same architecture side by side each write a whole file, and the last rename wins."""
+def _save(cache_dir: Path | str, key: str, graph: Any) -> bool:
+    """Write the graph under its key in one step (:func:`cormorant.lake.write_bytes_atomic`: a renamed
+    temporary file on a local disk, a single PUT on an object store): processes exporting the same
+    architecture side by side each write a whole file, and the last one wins."""
     import onnx_ir as ir
 
+    from cormorant.lake import write_bytes_atomic
+
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".tmp", dir=cache_dir)
-        os.close(fd)
-        try:
-            ir.save(graph, tmp)
-            os.replace(tmp, _path(cache_dir, key))
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        write_bytes_atomic(_path(cache_dir, key), ir.serde.serialize_model(graph).SerializeToString())
     except Exception as exc:  # a read-only or full disk costs the next export its time, not the trial
         log.warning("ONNX graph cache %s not written (%s)", cache_dir, exc)
         return False

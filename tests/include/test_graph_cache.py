@@ -131,10 +131,45 @@ def test_a_state_entry_folded_into_the_graph_is_part_of_the_key_by_value(data, t
     assert len(exports) == 2
 
 
-def test_the_graph_cache_is_under_home_unless_configured_or_off(tmp_path):
-    assert Settings.from_env({"CORMORANT_HOME": str(tmp_path)}).graph_cache == (
-        tmp_path.resolve() / "cache" / "onnx-graphs"
-    )
+def test_the_graph_cache_is_under_home_unless_configured_in_the_lake_elsewhere_or_off(tmp_path):
+    home = {"CORMORANT_HOME": str(tmp_path)}
+    assert Settings.from_env(home).graph_cache == str(tmp_path.resolve() / "cache" / "onnx-graphs")
+    lake = {**home, "CORMORANT_LAKE_URI": "s3://bucket/lake/", "CORMORANT_GRAPH_CACHE": "lake"}
+    assert Settings.from_env(lake).graph_cache == "s3://bucket/lake/_cache/onnx-graphs"
     other = tmp_path / "graphs"
-    assert Settings.from_env({"CORMORANT_GRAPH_CACHE": str(other)}).graph_cache == other.resolve()
+    assert Settings.from_env({"CORMORANT_GRAPH_CACHE": str(other)}).graph_cache == str(other.resolve())
+    assert Settings.from_env({"CORMORANT_GRAPH_CACHE": "s3://b/g"}).graph_cache == "s3://b/g"
     assert Settings.from_env({"CORMORANT_GRAPH_CACHE": "off"}).graph_cache is None
+
+
+def test_trial_pods_share_the_graph_through_the_lake_on_s3(data, s3_endpoint, exports, monkeypatch):
+    """A pod's files last one trial: its graph cache is in the lake (``CORMORANT_GRAPH_CACHE=lake``),
+    reached with the pod's own storage credentials, and the next pod reads it from there."""
+    import boto3
+    from support import new_bucket
+
+    bucket = new_bucket(s3_endpoint)
+    pod_env = {
+        "CORMORANT_LAKE_URI": f"s3://{bucket}/lake",
+        "CORMORANT_GRAPH_CACHE": "lake",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }
+    for name, value in pod_env.items():
+        monkeypatch.setenv(name, value)
+    cache = Settings.from_env().graph_cache
+    width = data[3].shape[1]
+    _bytes(_mlp(data, seed=1), width, cache)
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_endpoint)
+        .list_objects_v2(Bucket=bucket)
+        .get("Contents", [])
+    ]
+    assert len(keys) == 1 and keys[0].startswith("lake/_cache/onnx-graphs/") and keys[0].endswith(".onnx")
+    monkeypatch.setattr(graph_cache, "_graphs", type(graph_cache._graphs)())  # the next pod
+    second = _mlp(data, seed=2)
+    assert _bytes(second, width, cache) == _bytes(second, width, None)
+    assert len(exports) == 2  # the first pod's, and the plain export above

@@ -64,11 +64,11 @@ def test_trial_fits_with_the_cpus_its_pod_asked_for(cpu, threads):
     assert env["CORMORANT_TRIAL_THREADS"] == threads
 
 
-def test_a_trial_pod_keeps_no_onnx_graph_cache_unless_the_deployment_mounts_one():
-    """Its files last one trial and its user cannot write the image's folders: a cache there would
-    only warn that it cannot be written."""
+def test_a_trial_pod_keeps_its_onnx_graph_cache_in_the_lake_unless_the_deployment_names_one():
+    """Its files last one trial, and its user cannot write the image's folders: the lake is what every
+    trial pod reaches."""
     _, pod = _pod(TRIAL)
-    assert {e.name: e.value for e in _main(pod).env}["CORMORANT_GRAPH_CACHE"] == "off"
+    assert {e.name: e.value for e in _main(pod).env}["CORMORANT_GRAPH_CACHE"] == "lake"
     from kubernetes.client import models as k8s
 
     op = KubernetesTrialOperator(

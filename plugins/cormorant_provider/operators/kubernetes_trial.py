@@ -111,10 +111,10 @@ class KubernetesTrialOperator(KubernetesPodOperator):
         self.container_resources = k8s.V1ResourceRequirements(requests=requests, limits=limits)
         # A container sees every CPU of its node; its fitting should use the CPUs it asked for.
         env = [e for e in (self.env_vars or []) if e.name != "CORMORANT_TRIAL_THREADS"]
-        # A pod's files last one trial, and its user cannot write the image's folders: no ONNX graph cache
-        # (cormorant.graph_cache), unless the deployment names one (a volume it mounts) in env_vars.
+        # A pod's files last one trial: its ONNX graph cache (cormorant.graph_cache) is in the lake, which
+        # every trial pod reaches, unless the deployment names another in env_vars.
         if not any(e.name == "CORMORANT_GRAPH_CACHE" for e in env):
-            env.append(k8s.V1EnvVar(name="CORMORANT_GRAPH_CACHE", value="off"))
+            env.append(k8s.V1EnvVar(name="CORMORANT_GRAPH_CACHE", value="lake"))
         self.env_vars = [
             *env,
             k8s.V1EnvVar(name="CORMORANT_TRIAL_THREADS", value=str(cpu_threads(requests["cpu"]))),
