@@ -149,17 +149,13 @@ def checked_against_stated_requirements() -> Any:
     files. MLflow keeps that map per process: it is put back unbuilt afterwards, so that anything else
     in the process builds the whole one. A warm trainer builds the whole map in its warm-up, and
     then this does nothing."""
-    try:
-        from mlflow.utils import requirements_utils as mapped
-    except ImportError:  # pragma: no cover - mlflow is a trainer requirement
-        yield
-        return
+    from mlflow.utils import requirements_utils as mapped
+
     if getattr(mapped, "_MODULES_TO_PACKAGES", True) is not None:  # built, or an MLflow without it
         yield
         return
-    mapped._MODULES_TO_PACKAGES = {
-        name.split("==")[0]: [name.split("==")[0]] for name in ["mlflow", *serving_requirements()]
-    }
+    stated = ["mlflow", *(requirement.split("==")[0] for requirement in serving_requirements())]
+    mapped._MODULES_TO_PACKAGES = {name: [name] for name in stated}
     try:
         yield
     finally:

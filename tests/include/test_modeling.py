@@ -353,5 +353,7 @@ def test_logging_a_model_checks_its_stated_requirements_without_mapping_every_in
     assert mapped  # without it, MLflow maps every package
     for name in ("requirements.txt", "conda.yaml", "python_env.yaml"):
         assert (tmp_path / "stated" / name).read_text() == (tmp_path / "mapped" / name).read_text()
+    built = requirements_utils._MODULES_TO_PACKAGES
     with checked_against_stated_requirements():  # a map already built is left as it is
-        assert requirements_utils._MODULES_TO_PACKAGES is not None
+        assert requirements_utils._MODULES_TO_PACKAGES is built
+    assert requirements_utils._MODULES_TO_PACKAGES is built

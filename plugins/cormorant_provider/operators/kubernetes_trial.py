@@ -109,12 +109,12 @@ class KubernetesTrialOperator(KubernetesPodOperator):
         if gpus:
             requests[self.k8s_settings.gpu_resource] = limits[self.k8s_settings.gpu_resource] = str(gpus)
         self.container_resources = k8s.V1ResourceRequirements(requests=requests, limits=limits)
-        # A container sees every CPU of its node; its fitting should use the CPUs it asked for.
         env = [e for e in (self.env_vars or []) if e.name != "CORMORANT_TRIAL_THREADS"]
         # A pod's files last one trial: its ONNX graph cache (cormorant.graph_cache) is in the lake, which
         # every trial pod reaches, unless the deployment names another in env_vars.
         if not any(e.name == "CORMORANT_GRAPH_CACHE" for e in env):
             env.append(k8s.V1EnvVar(name="CORMORANT_GRAPH_CACHE", value="lake"))
+        # A container sees every CPU of its node; its fitting should use the CPUs it asked for.
         self.env_vars = [
             *env,
             k8s.V1EnvVar(name="CORMORANT_TRIAL_THREADS", value=str(cpu_threads(requests["cpu"]))),
