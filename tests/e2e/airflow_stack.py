@@ -220,15 +220,30 @@ def stop_nightly_runs(stack: dict[str, Any], dag_id: str, timeout_s: float = E2E
         if runs := response.json()["dag_runs"]:
             for run in runs:
                 if run["state"] not in ("success", "failed"):
-                    requests.patch(
-                        f"{url}/{run['dag_run_id']}",
-                        json={"state": "failed"},
-                        headers=stack["headers"],
-                        timeout=E2E_TIMEOUT_S,
-                    ).raise_for_status()
+                    mark_failed(stack, f"{url}/{run['dag_run_id']}", deadline)
             return
         time.sleep(1)
     raise AssertionError(f"the scheduler did not start the nightly run of {dag_id} within {timeout_s}s")
+
+
+def mark_failed(stack: dict[str, Any], run_url: str, deadline: float) -> None:
+    """PATCH the run to failed, again while the API server answers 5xx (once in CI it answered 500 while
+    the scheduler was starting that run; setting a state twice is harmless), until ``deadline``; then
+    fail with the API server's last traceback."""
+    while True:
+        response = requests.patch(
+            run_url, json={"state": "failed"}, headers=stack["headers"], timeout=E2E_TIMEOUT_S
+        )
+        if response.status_code < 500:
+            response.raise_for_status()
+            return
+        if time.monotonic() > deadline:
+            log = (stack["home"] / "api-server.log").read_text(errors="replace")
+            raise AssertionError(
+                f"PATCH {run_url} answered {response.status_code} until the deadline; the API server's "
+                f"last traceback:\n{log[log.rfind('Traceback') :][:4000]}"
+            )
+        time.sleep(1)
 
 
 def trigger_run(stack: dict[str, Any], dag_id: str, conf: dict[str, Any]) -> str:
