@@ -258,7 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     add_repeat(parser)
     parser.add_argument("--families", nargs="+", default=["xgboost", "mlp", "linear"])
-    parser.add_argument("--reason-rows", type=int, default=100_000, help="rows of the reason codes' run")
+    parser.add_argument(
+        "--reason-rows", type=int, default=100_000, help="rows of the reason codes' run (0: no such run)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -271,9 +273,10 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="cormorant-bench-inference-") as tmp:
         work = Path(tmp)
         began = time.perf_counter()
-        setup(work, [*args.rows, args.reason_rows], args.families)
+        sizes = [*args.rows, *([args.reason_rows] if args.reason_rows > 0 else [])]
+        setup(work, sizes, args.families)
         print(f"models trained and partitions written in {time.perf_counter() - began:.0f}s", flush=True)
-        for n in [*args.rows, args.reason_rows]:
+        for n in sizes:
             for family in args.families:
                 methods = REASON_METHODS if n == args.reason_rows else METHODS
                 if n == args.reason_rows and family not in EXPLAINED:
