@@ -9,7 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+# where every run is kept; the tests' smoke runs point it at a temporary folder
+RESULTS = Path(
+    os.environ.get("CORMORANT_BENCH_RESULTS")
+    or Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+)
 
 
 def machine() -> dict[str, Any]:
@@ -90,5 +94,5 @@ def keep(name: str, results: list[dict[str, Any]], table: str) -> dict[str, Any]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps(kept, indent=2, default=str))
     (RESULTS / f"{name}-{stamp}.md").write_text(f"Machine: {kept['machine']}\n\n{table}\n")
-    print(f"\nKept in benchmarks/results/{name}-{stamp}.json and .md", flush=True)
+    print(f"\nKept in {RESULTS / name}-{stamp}.json and .md", flush=True)
     return kept
