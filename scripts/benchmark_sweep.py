@@ -110,7 +110,7 @@ def render(results: list[dict]) -> str:
     )
     for r in results:
         if "error" in r:
-            lines.append(f"| – | – | – | – | – | – | – | {r['error']} | – |")
+            lines.append(f"| – | – | – | – | – | – | – | – | {r['error']} | – |")
             continue
         speedup = f"{base['seconds'] / r['seconds']:.2f}x" if base else "–"
         lines.append(

@@ -239,8 +239,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # make bench passes sizes; trials use days
     args = parser.parse_args(argv)
 
-    from cormorant.sweep import TrainerPool
-
     days = [(date(2024, 3, 1) + timedelta(days=i)).isoformat() for i in range(args.days)]
     results = []
 
@@ -282,20 +280,26 @@ def main(argv: list[str] | None = None) -> dict:
         if args.no_warm:
             return finish("trial", results, render(results))
         os.environ.update(_env(home))
-        os.environ["CORMORANT_GRAPH_CACHE"] = "off"  # every trial exports
-        with TrainerPool(1) as pool:
-            pool.wait_ready()
-            pool.run(0, SPEC, [_trial("linear", days)])  # the process's first trial, not measured
+        with warm_pool(days, graph_cache="off") as pool:  # every trial exports
             for family in args.families:
                 keep(f"{family:<8} warm ", [run_warm(family, home, days, pool) for _ in range(args.repeat)])
         if "mlp" in args.families:
-            os.environ["CORMORANT_GRAPH_CACHE"] = str(graphs)
-            with TrainerPool(1) as pool:
-                pool.wait_ready()
-                pool.run(0, SPEC, [_trial("linear", days)])  # the process's first trial, not measured
+            with warm_pool(days, graph_cache=str(graphs)) as pool:
                 runs = [run_warm("mlp", home, days, pool, cached=True) for _ in range(args.repeat)]
                 keep("mlp      warm, graph from the cache", runs)
     return finish("trial", results, render(results))
+
+
+@contextlib.contextmanager
+def warm_pool(days: list[str], *, graph_cache: str) -> Iterator[object]:
+    """One warm trainer process with ``graph_cache``, after its first trial (not measured)."""
+    from cormorant.sweep import TrainerPool
+
+    os.environ["CORMORANT_GRAPH_CACHE"] = graph_cache
+    with TrainerPool(1) as pool:
+        pool.wait_ready()
+        pool.run(0, SPEC, [_trial("linear", days)])
+        yield pool
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 from support import E2E_TIMEOUT_S, free_port, scratch_database
+from urllib3.util.retry import Retry
 
 
 @contextlib.contextmanager
@@ -220,30 +222,36 @@ def stop_nightly_runs(stack: dict[str, Any], dag_id: str, timeout_s: float = E2E
         if runs := response.json()["dag_runs"]:
             for run in runs:
                 if run["state"] not in ("success", "failed"):
-                    mark_failed(stack, f"{url}/{run['dag_run_id']}", deadline)
+                    mark_failed(stack, f"{url}/{run['dag_run_id']}")
             return
         time.sleep(1)
     raise AssertionError(f"the scheduler did not start the nightly run of {dag_id} within {timeout_s}s")
 
 
-def mark_failed(stack: dict[str, Any], run_url: str, deadline: float) -> None:
-    """PATCH the run to failed, again while the API server answers 5xx (once in CI it answered 500 while
-    the scheduler was starting that run; setting a state twice is harmless), until ``deadline``; then
-    fail with the API server's last traceback."""
-    while True:
-        response = requests.patch(
+def mark_failed(stack: dict[str, Any], run_url: str, attempts: int = 20) -> None:
+    """PATCH the run to failed, again (urllib3's ``Retry``, backing off to 2 s) while the API server
+    answers 5xx: once in CI it answered 500 while the scheduler was starting that run, and setting a
+    state twice is harmless. If the 5xx outlasts ``attempts``, fail with the API server's last traceback."""
+    retry = Retry(
+        total=attempts,
+        backoff_factor=0.2,
+        backoff_max=2,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods={"PATCH"},
+        raise_on_status=False,
+    )
+    with requests.Session() as session:
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        response = session.patch(
             run_url, json={"state": "failed"}, headers=stack["headers"], timeout=E2E_TIMEOUT_S
         )
-        if response.status_code < 500:
-            response.raise_for_status()
-            return
-        if time.monotonic() > deadline:
-            log = (stack["home"] / "api-server.log").read_text(errors="replace")
-            raise AssertionError(
-                f"PATCH {run_url} answered {response.status_code} until the deadline; the API server's "
-                f"last traceback:\n{log[log.rfind('Traceback') :][:4000]}"
-            )
-        time.sleep(1)
+    if response.status_code >= 500:
+        log = (stack["home"] / "api-server.log").read_text(errors="replace")
+        raise AssertionError(
+            f"PATCH {run_url} answered {response.status_code} {attempts + 1} times; the API server's "
+            f"last traceback:\n{log[log.rfind('Traceback') :][:4000]}"
+        )
+    response.raise_for_status()
 
 
 def trigger_run(stack: dict[str, Any], dag_id: str, conf: dict[str, Any]) -> str:

@@ -35,12 +35,17 @@ def _mlp(data, *, seed, classification=True, hidden=8):
     return families.fit("mlp", X, y, params, classification=classification, seed=seed)
 
 
+def _forget_graphs(monkeypatch):
+    """No graph kept in this process's memory: as a new process, or a new test, finds it."""
+    monkeypatch.setattr(graph_cache, "_graphs", type(graph_cache._graphs)())
+
+
 @pytest.fixture
 def exports(monkeypatch):
     """Every call into torch's exporter, counted; and no graph kept in memory from another test."""
     import torch
 
-    monkeypatch.setattr(graph_cache, "_graphs", type(graph_cache._graphs)())
+    _forget_graphs(monkeypatch)
     calls = []
     real = torch.onnx.export
 
@@ -76,7 +81,7 @@ def test_a_new_process_reads_the_graph_from_the_cache_folder_and_scores_as_the_n
 ):
     train, held_out, pre, X = data
     export_model(pre, _mlp(data, seed=1), example_spec, X.shape[1], graph_cache=tmp_path)
-    monkeypatch.setattr(graph_cache, "_graphs", type(graph_cache._graphs)())  # as a new process
+    _forget_graphs(monkeypatch)  # as a new process
     trained = _mlp(data, seed=5)
     model = export_model(pre, trained, example_spec, X.shape[1], graph_cache=tmp_path)
     assert len(exports) == 1
@@ -99,13 +104,13 @@ def test_a_damaged_cache_file_is_exported_over_with_a_warning(data, tmp_path, ex
     _bytes(_mlp(data, seed=1), width, tmp_path)
     (kept,) = tmp_path.glob("*.onnx")
     kept.write_bytes(kept.read_bytes()[:100])  # as a disk that lost the file's end
-    monkeypatch.setattr(graph_cache, "_graphs", type(graph_cache._graphs)())
+    _forget_graphs(monkeypatch)
     second = _mlp(data, seed=2)
     with caplog.at_level(logging.WARNING, logger="cormorant.graph_cache"):
         assert _bytes(second, width, tmp_path) == _bytes(second, width, None)
     assert "cannot be read" in caplog.text and kept.name in caplog.text
     assert len(exports) == 3  # the first, the one over the damaged file, the plain one
-    monkeypatch.setattr(graph_cache, "_graphs", type(graph_cache._graphs)())
+    _forget_graphs(monkeypatch)
     _bytes(second, width, tmp_path)
     assert len(exports) == 3  # read from the whole file written over the damaged one
 
@@ -168,7 +173,7 @@ def test_trial_pods_share_the_graph_through_the_lake_on_s3(data, s3_endpoint, ex
         .get("Contents", [])
     ]
     assert len(keys) == 1 and keys[0].startswith("lake/_cache/onnx-graphs/") and keys[0].endswith(".onnx")
-    monkeypatch.setattr(graph_cache, "_graphs", type(graph_cache._graphs)())  # the next pod
+    _forget_graphs(monkeypatch)  # the next pod
     second = _mlp(data, seed=2)
     assert _bytes(second, width, cache) == _bytes(second, width, None)
     assert len(exports) == 2  # the first pod's, and the plain export above
