@@ -4,6 +4,7 @@ lake, MLflow SQLite store, trials as local subprocesses."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import date
 from pathlib import Path
@@ -58,6 +59,29 @@ def client(settings):
 
     configure(settings)
     return MlflowClient()
+
+
+def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner, monkeypatch):
+    """dag.test() parses the DAG folder again and writes every DAG of it to the database on each call
+    (apache/airflow#64884); the runner skips that while nothing the parse reads has changed, and does it
+    again once something has (here, the DAG file's modification time)."""
+    from airflow.dag_processing import dagbag
+
+    synced = []
+    real = dagbag.sync_bag_to_db
+    monkeypatch.setattr(dagbag, "sync_bag_to_db", lambda *a, **k: synced.append(a[1]) or real(*a, **k))
+    runner.run("drift", D2)
+    assert synced == []
+
+    dag_file = PROJECT_ROOT / "dags" / "cormorant_pipelines.py"
+    stat = dag_file.stat()
+    os.utime(dag_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    try:
+        runner.run("drift", D2)
+        runner.run("drift", D2)
+    finally:
+        os.utime(dag_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert len(synced) == 1
 
 
 def test_partitions_hold_the_generators_rows(runner, lake, example_spec):
