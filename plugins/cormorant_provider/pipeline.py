@@ -19,6 +19,9 @@ from unittest import mock
 
 log = logging.getLogger(__name__)
 
+# What the DAG bundle was when a dag.test() in this process last wrote it to the database (any runner's)
+_last_synced: tuple | None = None
+
 
 @dataclass
 class StageRun:
@@ -55,7 +58,6 @@ class PipelineRunner:
         self.dags, self.spec_name = dags, spec_name
         self.history: list[StageRun] = []
         self.trainers: Any = None  # cormorant.sweep.TrainerPool, once started
-        self._synced: tuple | None = None  # what the DAG bundle was when a run last synced it
 
     def start_trainers(self) -> None:
         """Start warm trainer processes now (:class:`cormorant.sweep.TrainerPool`), for the sweeps this
@@ -120,15 +122,16 @@ class PipelineRunner:
     def _bundle_synced_once(self) -> Iterator[None]:
         """``dag.test()`` parses the DAG bundle again and writes every DAG of it to the metadata database
         on every call, so that sibling DAGs are current (apache/airflow#64884): 0.08 s of each of the
-        demo's 22 runs. When nothing it parses has changed since this runner's last run synced it (the
-        bundle's files, the specs folder's, the ``AIRFLOW_*`` and ``CORMORANT_*`` environment), the
+        demo's 22 runs. When nothing it parses has changed since a run in this process last synced it
+        (the bundle's files, the specs folder's, the ``AIRFLOW_*`` and ``CORMORANT_*`` environment), the
         parse and the write would give the same DAGs, so the run skips them; any change syncs again."""
+        global _last_synced
         from airflow.dag_processing import dagbag
 
         state = _bundle_state()
-        if state != self._synced:
+        if state != _last_synced:
             yield
-            self._synced = state  # dag.test() returned: it synced the bundle before running tasks
+            _last_synced = state  # dag.test() returned: it synced the bundle before running tasks
             return
         with (
             mock.patch.object(dagbag, "BundleDagBag", return_value=None),

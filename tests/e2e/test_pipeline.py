@@ -67,6 +67,8 @@ def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner,
     again once something has (here, the DAG file's modification time)."""
     from airflow.dag_processing import dagbag
 
+    from cormorant_provider.pipeline import PipelineRunner
+
     synced = []
     real = dagbag.sync_bag_to_db
     monkeypatch.setattr(dagbag, "sync_bag_to_db", lambda *a, **k: synced.append(a[1]) or real(*a, **k))
@@ -82,6 +84,19 @@ def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner,
     finally:
         os.utime(dag_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert len(synced) == 1
+
+    synced.clear()
+    runner.run("drift", D2)  # the file as it was: written once more
+    assert len(synced) == 1
+
+    # another runner in the process writes the bundle as another environment parses it: the next run
+    # of this one writes it back
+    synced.clear()
+    with monkeypatch.context() as m:
+        m.setenv("CORMORANT_SOMETHING_ELSE", "1")
+        PipelineRunner(runner.dags, runner.spec_name).run("drift", D2)
+    runner.run("drift", D2)
+    assert len(synced) == 2
 
 
 def test_partitions_hold_the_generators_rows(runner, lake, example_spec):
