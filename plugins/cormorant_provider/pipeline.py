@@ -104,7 +104,7 @@ class PipelineRunner:
         print(f"→ {dag.dag_id} for {partition} ...", end=" ", flush=True)
         if stage == "train":
             self.trials_ahead(dag, partition, conf or {})
-        with self._bundle_synced_once():
+        with _bundle_synced_once():
             dag_run = dag.test(run_conf={"partition_date": partition, **(conf or {})})
         states = {
             ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
@@ -117,27 +117,6 @@ class PipelineRunner:
         if check and not run.succeeded:
             raise PipelineFailed(run)
         return run
-
-    @contextlib.contextmanager
-    def _bundle_synced_once(self) -> Iterator[None]:
-        """``dag.test()`` parses the DAG bundle again and writes every DAG of it to the metadata database
-        on every call, so that sibling DAGs are current (apache/airflow#64884): 0.08 s of each of the
-        demo's 22 runs. When nothing it parses has changed since a run in this process last synced it
-        (the bundle's files, the specs folder's, the ``AIRFLOW_*`` and ``CORMORANT_*`` environment), the
-        parse and the write would give the same DAGs, so the run skips them; any change syncs again."""
-        global _last_synced
-        from airflow.dag_processing import dagbag
-
-        state = _bundle_state()
-        if state != _last_synced:
-            yield
-            _last_synced = state  # dag.test() returned: it synced the bundle before running tasks
-            return
-        with (
-            mock.patch.object(dagbag, "BundleDagBag", return_value=None),
-            mock.patch.object(dagbag, "sync_bag_to_db", return_value=None),
-        ):
-            yield
 
     def trials_ahead(self, dag: Any, partition: str, conf: dict[str, Any]) -> None:
         """``dag.test()`` runs one task at a time; a scheduler runs a sweep's trials side by side (up to
@@ -196,6 +175,28 @@ class PipelineRunner:
         from cormorant.summary import format_summary
 
         return format_summary(self.summary())
+
+
+@contextlib.contextmanager
+def _bundle_synced_once() -> Iterator[None]:
+    """``dag.test()`` parses the DAG bundle again and writes every DAG of it to the metadata database
+    on every call, so that sibling DAGs are current (apache/airflow#64884): 0.09 s of each of the
+    demo's 22 runs. When nothing it parses has changed since a run in this process last synced it (the
+    bundle's files, the specs folder's, the ``AIRFLOW_*`` and ``CORMORANT_*`` environment), the parse
+    and the write would give the same DAGs, so the run skips them; any change syncs again."""
+    global _last_synced
+    from airflow.dag_processing import dagbag
+
+    state = _bundle_state()
+    if state != _last_synced:
+        yield
+        _last_synced = state  # dag.test() returned: it synced the bundle before running tasks
+        return
+    with (
+        mock.patch.object(dagbag, "BundleDagBag", return_value=None),
+        mock.patch.object(dagbag, "sync_bag_to_db", return_value=None),
+    ):
+        yield
 
 
 def _bundle_state() -> tuple:
