@@ -99,6 +99,49 @@ def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner,
     assert len(synced) == 2
 
 
+def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runner, monkeypatch):
+    """dag.test()'s in-process execution API: the runner builds it with the task SDK's API version alone
+    (Airflow's has the routes of every version it serves, generated on the first request), and its
+    routes for that version are Airflow's own."""
+    import httpx
+    from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
+    from airflow.sdk.api.client import API_VERSION
+    from cadwyn import applications
+    from pydantic import TypeAdapter
+
+    from cormorant_provider import pipeline
+
+    generated = []
+    real = applications.generate_versioned_routers
+    monkeypatch.setattr(
+        applications,
+        "generate_versioned_routers",
+        lambda *a, **k: generated.append([v.value for v in k["versions"]]) or real(*a, **k),
+    )
+    monkeypatch.setattr(pipeline, "_execution_api", None)  # as in a process that has run nothing yet
+    assert runner.run("drift", D2).succeeded
+    assert generated == [[API_VERSION]]
+
+    def routes(api):
+        with httpx.Client(transport=api.transport, base_url="http://in-process") as client:
+            client.get("/health/ping", headers={"airflow-api-version": API_VERSION})
+        return sorted(
+            (
+                r.path,
+                sorted(getattr(r, "methods", None) or []),
+                r.name,
+                json.dumps(TypeAdapter(r.response_model).json_schema(), sort_keys=True)
+                if getattr(r, "response_model", None)
+                else None,
+            )
+            for r in api.app.router.versioned_routers[API_VERSION].routes
+        )
+
+    ours = routes(pipeline._execution_api)
+    assert len(ours) > 20
+    assert ours == routes(InProcessExecutionAPI())
+
+
 def test_partitions_hold_the_generators_rows(runner, lake, example_spec):
     for day in DAYS[:2]:
         assert lake.require(raw_dataset(example_spec), day.isoformat()).row_count == rows_for_day(day)
