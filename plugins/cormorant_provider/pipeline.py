@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 # What the DAG bundle was when a dag.test() in this process last wrote it to the database (any runner's)
 _last_synced: tuple | None = None
-# The in-process execution API the runs of this process share, once built (_execution_api_for_this_client)
+# The in-process execution API the runs of this process share (_execution_api_for_this_client): None
+# until built, False where building it failed
 _execution_api: Any = None
 
 
@@ -209,32 +210,42 @@ def _execution_api_for_this_client() -> Iterator[None]:
     one client, the task SDK in this process, which speaks only the newest version. When that is the
     client's, the runs get the same app built with that version alone: the same routes, models and
     handlers (a request of the newest version is migrated in neither), so the same answers. A client
-    of any other version gets Airflow's own app, every version included."""
+    of any other version gets Airflow's own app, every version included, as does every run of a
+    process where building the other failed (an Airflow or Cadwyn that moved what it uses): slower,
+    never wrong, with a warning that says why."""
     global _execution_api
     from airflow.api_fastapi.execution_api import versions
     from airflow.sdk.api.client import API_VERSION
     from airflow.sdk.execution_time import supervisor
 
-    if versions.bundle.versions[0].value != API_VERSION:
+    if versions.bundle.versions[0].value != API_VERSION or _execution_api is False:
         yield
         return
     if _execution_api is None:
-        _execution_api = _newest_version_only_execution_api()
+        try:
+            _execution_api = _newest_version_only_execution_api(API_VERSION)
+        except Exception as exc:
+            log.warning("runs use Airflow's own execution API, every version's routes: %s", exc)
+            _execution_api = False
+            yield
+            return
     with mock.patch.object(supervisor, "in_process_api_server", return_value=_execution_api):
         yield
 
 
-def _newest_version_only_execution_api() -> Any:
+def _newest_version_only_execution_api(version: str) -> Any:
     """Airflow's in-process execution API (``InProcessExecutionAPI``), its app built as Airflow builds
-    it but with a version bundle of the newest version alone, and without the routes that only older
-    versions have (Cadwyn requires a route marked so to be restored by an older version)."""
+    it but with a version bundle of ``version`` (the newest) alone, and without the routes that only
+    older versions have (Cadwyn requires a route marked so to be restored by an older version); its
+    routes generated now, by one request, so that a failure to build it shows here."""
+    import httpx
     from airflow.api_fastapi.execution_api import routes, versions
     from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
     from cadwyn import HeadVersion, Version, VersionBundle
     from cadwyn.route_generation import _DELETED_ROUTE_TAG
     from fastapi.routing import APIRoute
 
-    newest = VersionBundle(HeadVersion(), Version(versions.bundle.versions[0].value))
+    newest = VersionBundle(HeadVersion(), Version(version))
     router = copy.copy(routes.execution_api_router)
     router.routes = [
         r for r in router.routes if not (isinstance(r, APIRoute) and _DELETED_ROUTE_TAG in r.tags)
@@ -245,6 +256,8 @@ def _newest_version_only_execution_api() -> Any:
         mock.patch.object(routes, "execution_api_router", router),
     ):
         api.app  # noqa: B018 (builds the app, which reads the two names above)
+    with httpx.Client(transport=api.transport, base_url="http://in-process.invalid") as client:
+        client.get("/health/ping", headers={"airflow-api-version": version}).raise_for_status()
     return api
 
 

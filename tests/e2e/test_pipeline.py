@@ -142,6 +142,39 @@ def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runn
     assert ours == routes(InProcessExecutionAPI())
 
 
+def test_runs_fall_back_to_airflows_execution_api_when_theirs_cannot_be_built(runner, monkeypatch, caplog):
+    """An Airflow or Cadwyn that moved what the runner's own execution API is built from: the runs go on,
+    on Airflow's app (every version's routes), and a warning says why."""
+    import cadwyn
+    from airflow.api_fastapi.execution_api import versions
+    from airflow.sdk.execution_time import supervisor
+    from cadwyn import applications
+
+    from cormorant_provider import pipeline
+
+    generated = []
+    real = applications.generate_versioned_routers
+    monkeypatch.setattr(
+        applications,
+        "generate_versioned_routers",
+        lambda *a, **k: generated.append([v.value for v in k["versions"]]) or real(*a, **k),
+    )
+
+    def moved(*args, **kwargs):
+        raise TypeError("VersionBundle() takes other arguments now")
+
+    monkeypatch.setattr(cadwyn, "VersionBundle", moved)
+    monkeypatch.setattr(pipeline, "_execution_api", None)
+    supervisor.in_process_api_server.cache_clear()  # Airflow's own, built afresh
+    with caplog.at_level("WARNING", logger=pipeline.__name__):
+        assert runner.run("drift", D2).succeeded
+        assert runner.run("drift", D2).succeeded  # not tried again in this process
+    assert generated == [[v.value for v in versions.bundle.versions]]
+    warnings = [r.getMessage() for r in caplog.records if r.name == pipeline.__name__]
+    assert len(warnings) == 1 and "Airflow's own execution API" in warnings[0], warnings
+    assert "VersionBundle() takes other arguments now" in warnings[0]
+
+
 def test_partitions_hold_the_generators_rows(runner, lake, example_spec):
     for day in DAYS[:2]:
         assert lake.require(raw_dataset(example_spec), day.isoformat()).row_count == rows_for_day(day)
