@@ -183,15 +183,22 @@ def test_a_person_opens_the_cormorant_entry_and_follows_a_link_to_a_dag_run(demo
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("link", name="Cormorant").first.click()  # the navigation entry
-            expect(page).to_have_url(f"{demo['url']}/plugin/cormorant")
             view = page.frame_locator("iframe")
             row = view.locator(f'[data-testid="use-case"][data-name="{NAME}"]')
             expect(row).to_be_visible()
+            # Airflow's UI writes the view's own path into the page's URL once the view has loaded (a
+            # link to it opens the same page of the view); before that the URL is the entry's
+            expect(page).to_have_url(f"{demo['url']}/plugin/cormorant/cormorant/")
             expect(row.locator('[data-testid="why"]')).to_contain_text("drifted")
             expect(view.locator('[data-testid="broken"]')).to_contain_text("fraud.yaml")
             champion = _client(demo).get_model_version_by_alias(f"cormorant.{NAME}", "champion")
             expect(row.locator('[data-testid="champion"]')).to_contain_text(f"v{champion.version}")
             page.screenshot(path=ARTIFACTS / "use-cases.png", full_page=True)
+
+            # a link to a page of the view inside Airflow's UI, as that URL gives it, opens that page there
+            page.goto(f"{demo['url']}/plugin/cormorant/cormorant/use-cases/{NAME}")
+            expect(view.locator("body[data-ready=true]")).to_be_attached()
+            expect(view.locator('[data-testid="day"]').first).to_be_visible()
 
             page.goto(f"{demo['url']}/cormorant/use-cases/{NAME}")  # the use case page on its own
             expect(page.locator("body[data-ready=true]")).to_be_attached()
