@@ -99,25 +99,32 @@ def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner,
     assert len(synced) == 2
 
 
-def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runner, monkeypatch):
+@pytest.fixture
+def generated(monkeypatch):
+    """The API versions of each execution API app whose routes Cadwyn generates, as it does."""
+    from cadwyn import applications
+
+    versions = []
+    real = applications.generate_versioned_routers
+    monkeypatch.setattr(
+        applications,
+        "generate_versioned_routers",
+        lambda *a, **k: versions.append([v.value for v in k["versions"]]) or real(*a, **k),
+    )
+    return versions
+
+
+def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runner, generated, monkeypatch):
     """dag.test()'s in-process execution API: the runner builds it with the task SDK's API version alone
     (Airflow's has the routes of every version it serves, generated on the first request), and its
     routes for that version are Airflow's own."""
     import httpx
     from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
     from airflow.sdk.api.client import API_VERSION
-    from cadwyn import applications
     from pydantic import TypeAdapter
 
     from cormorant_provider import pipeline
 
-    generated = []
-    real = applications.generate_versioned_routers
-    monkeypatch.setattr(
-        applications,
-        "generate_versioned_routers",
-        lambda *a, **k: generated.append([v.value for v in k["versions"]]) or real(*a, **k),
-    )
     monkeypatch.setattr(pipeline, "_execution_api", None)  # as in a process that has run nothing yet
     assert runner.run("drift", D2).succeeded
     assert generated == [[API_VERSION]]
@@ -142,23 +149,16 @@ def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runn
     assert ours == routes(InProcessExecutionAPI())
 
 
-def test_runs_fall_back_to_airflows_execution_api_when_theirs_cannot_be_built(runner, monkeypatch, caplog):
+def test_runs_fall_back_to_airflows_execution_api_when_theirs_cannot_be_built(
+    runner, generated, monkeypatch, caplog
+):
     """An Airflow or Cadwyn that moved what the runner's own execution API is built from: the runs go on,
     on Airflow's app (every version's routes), and a warning says why."""
     import cadwyn
     from airflow.api_fastapi.execution_api import versions
     from airflow.sdk.execution_time import supervisor
-    from cadwyn import applications
 
     from cormorant_provider import pipeline
-
-    generated = []
-    real = applications.generate_versioned_routers
-    monkeypatch.setattr(
-        applications,
-        "generate_versioned_routers",
-        lambda *a, **k: generated.append([v.value for v in k["versions"]]) or real(*a, **k),
-    )
 
     def moved(*args, **kwargs):
         raise TypeError("VersionBundle() takes other arguments now")
