@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -21,9 +22,6 @@ log = logging.getLogger(__name__)
 
 # What the DAG bundle was when a dag.test() in this process last wrote it to the database (any runner's)
 _last_synced: tuple | None = None
-# The in-process execution API the runs of this process share (_execution_api_for_this_client): None
-# until built, False where building it failed
-_execution_api: Any = None
 
 
 @dataclass
@@ -206,58 +204,59 @@ def _bundle_synced_once() -> Iterator[None]:
 def _execution_api_for_this_client() -> Iterator[None]:
     """``dag.test()`` runs tasks against Airflow's execution API in the process. Airflow builds it with
     the routes of every API version it still serves (nine, for task SDKs of older releases), generated
-    by Cadwyn on its first request: 2.8 s of the first run (3.3 s against 0.5 s, timed alone), for
-    one client, the task SDK in this process, which speaks only the newest version. When that is the
-    client's, the runs get the same app built with that version alone: the same routes, models and
-    handlers (a request of the newest version is migrated in neither), so the same answers. A client
-    of any other version gets Airflow's own app, every version included, as does every run of a
-    process where building the other failed (an Airflow or Cadwyn that moved what it uses): slower,
-    never wrong, with a warning that says why."""
-    global _execution_api
-    from airflow.api_fastapi.execution_api import versions
-    from airflow.sdk.api.client import API_VERSION
+    by Cadwyn on its first request: building the app and its first request take 3.1-3.2 s, against
+    0.5-0.6 s with the newest version alone (timed alone), for one client, the task SDK in this
+    process, which speaks only the newest version. So the runs get the same app built with that
+    version alone (:func:`_newest_version_only_execution_api`): the same routes, models and handlers
+    (a request of the newest version is migrated in neither), so the same answers."""
     from airflow.sdk.execution_time import supervisor
 
-    if versions.bundle.versions[0].value != API_VERSION or _execution_api is False:
+    api = _newest_version_only_execution_api()
+    if api is None:
         yield
         return
-    if _execution_api is None:
-        try:
-            _execution_api = _newest_version_only_execution_api(API_VERSION)
-        except Exception as exc:
-            log.warning("runs use Airflow's own execution API, every version's routes: %s", exc)
-            _execution_api = False
-            yield
-            return
-    with mock.patch.object(supervisor, "in_process_api_server", return_value=_execution_api):
+    with mock.patch.object(supervisor, "in_process_api_server", return_value=api):
         yield
 
 
-def _newest_version_only_execution_api(version: str) -> Any:
+@functools.lru_cache(maxsize=1)  # one per process, as Airflow's own (supervisor.in_process_api_server)
+def _newest_version_only_execution_api() -> Any:
     """Airflow's in-process execution API (``InProcessExecutionAPI``), its app built as Airflow builds
-    it but with a version bundle of ``version`` (the newest) alone, and without the routes that only
-    older versions have (Cadwyn requires a route marked so to be restored by an older version); its
-    routes generated now, by one request, so that a failure to build it shows here."""
-    import httpx
-    from airflow.api_fastapi.execution_api import routes, versions
-    from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
-    from cadwyn import HeadVersion, Version, VersionBundle
-    from cadwyn.route_generation import _DELETED_ROUTE_TAG
-    from fastapi.routing import APIRoute
+    it but with a version bundle of the newest version alone, and without the routes that only older
+    versions have (Cadwyn requires a route marked so to be restored by an older version); its routes
+    generated now, by one request, so that a failure to build it shows here. None, so that the runs
+    use Airflow's own app with every version, when the task SDK speaks another version, or when
+    building this one failed (an Airflow or Cadwyn that moved what it uses: slower, never wrong, with
+    a warning that says why)."""
+    from airflow.api_fastapi.execution_api import versions
+    from airflow.sdk.api.client import API_VERSION
 
-    newest = VersionBundle(HeadVersion(), Version(version))
-    router = copy.copy(routes.execution_api_router)
-    router.routes = [
-        r for r in router.routes if not (isinstance(r, APIRoute) and _DELETED_ROUTE_TAG in r.tags)
-    ]
-    api = InProcessExecutionAPI()
-    with (
-        mock.patch.object(versions, "bundle", newest),
-        mock.patch.object(routes, "execution_api_router", router),
-    ):
-        api.app  # noqa: B018 (builds the app, which reads the two names above)
-    with httpx.Client(transport=api.transport, base_url="http://in-process.invalid") as client:
-        client.get("/health/ping", headers={"airflow-api-version": version}).raise_for_status()
+    if versions.bundle.versions[0].value != API_VERSION:
+        return None
+    try:
+        import httpx
+        from airflow.api_fastapi.execution_api import routes
+        from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
+        from cadwyn import HeadVersion, Version, VersionBundle
+        from cadwyn.route_generation import _DELETED_ROUTE_TAG
+        from fastapi.routing import APIRoute
+
+        newest = VersionBundle(HeadVersion(), Version(API_VERSION))
+        router = copy.copy(routes.execution_api_router)
+        router.routes = [
+            r for r in router.routes if not (isinstance(r, APIRoute) and _DELETED_ROUTE_TAG in r.tags)
+        ]
+        api = InProcessExecutionAPI()
+        with (
+            mock.patch.object(versions, "bundle", newest),
+            mock.patch.object(routes, "execution_api_router", router),
+        ):
+            api.app  # noqa: B018 (builds the app, which reads the two names above)
+        with httpx.Client(transport=api.transport, base_url="http://in-process.invalid") as client:
+            client.get("/health/ping", headers={"airflow-api-version": API_VERSION}).raise_for_status()
+    except Exception as exc:
+        log.warning("runs use Airflow's own execution API, every version's routes: %s", exc)
+        return None
     return api
 
 

@@ -101,8 +101,11 @@ def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner,
 
 @pytest.fixture
 def generated(monkeypatch):
-    """The API versions of each execution API app whose routes Cadwyn generates, as it does."""
+    """The API versions of each execution API app whose routes Cadwyn generates, as it does, from a
+    process whose runner has built no execution API yet (as again afterwards)."""
     from cadwyn import applications
+
+    from cormorant_provider import pipeline
 
     versions = []
     real = applications.generate_versioned_routers
@@ -111,10 +114,12 @@ def generated(monkeypatch):
         "generate_versioned_routers",
         lambda *a, **k: versions.append([v.value for v in k["versions"]]) or real(*a, **k),
     )
-    return versions
+    pipeline._newest_version_only_execution_api.cache_clear()
+    yield versions
+    pipeline._newest_version_only_execution_api.cache_clear()
 
 
-def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runner, generated, monkeypatch):
+def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runner, generated):
     """dag.test()'s in-process execution API: the runner builds it with the task SDK's API version alone
     (Airflow's has the routes of every version it serves, generated on the first request), and its
     routes for that version are Airflow's own."""
@@ -125,7 +130,6 @@ def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runn
 
     from cormorant_provider import pipeline
 
-    monkeypatch.setattr(pipeline, "_execution_api", None)  # as in a process that has run nothing yet
     assert runner.run("drift", D2).succeeded
     assert generated == [[API_VERSION]]
 
@@ -144,7 +148,7 @@ def test_runs_are_served_by_an_execution_api_of_their_clients_version_alone(runn
             for r in api.app.router.versioned_routers[API_VERSION].routes
         )
 
-    ours = routes(pipeline._execution_api)
+    ours = routes(pipeline._newest_version_only_execution_api())
     assert len(ours) > 20
     assert ours == routes(InProcessExecutionAPI())
 
@@ -164,7 +168,6 @@ def test_runs_fall_back_to_airflows_execution_api_when_theirs_cannot_be_built(
         raise TypeError("VersionBundle() takes other arguments now")
 
     monkeypatch.setattr(cadwyn, "VersionBundle", moved)
-    monkeypatch.setattr(pipeline, "_execution_api", None)
     supervisor.in_process_api_server.cache_clear()  # Airflow's own, built afresh
     with caplog.at_level("WARNING", logger=pipeline.__name__):
         assert runner.run("drift", D2).succeeded
