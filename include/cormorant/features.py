@@ -18,18 +18,33 @@ from cormorant.spec import ModelSpec
 MISSING_CATEGORY = ""
 
 
-def model_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    """The feature columns typed as the model (and its ONNX graph) expects them."""
+def _present(frame: pd.DataFrame, spec: ModelSpec) -> None:
     missing = [c for c in spec.feature_columns if c not in frame.columns]
     if missing:
         raise KeyError(f"spec {spec.name!r}: feature column(s) {missing} are missing from the data")
-    out = pd.DataFrame(index=range(len(frame)))
-    for column in spec.features.numeric:
-        out[column] = pd.to_numeric(frame[column], errors="raise").astype("float32").to_numpy()
-    for column in spec.features.categorical:
-        values = frame[column].astype(object)
-        out[column] = values.where(values.notna(), MISSING_CATEGORY).astype(str).to_numpy(dtype=object)
-    return out
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """A numeric feature column as float32 (null -> NaN)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":  # the lake's, and a model frame's
+        return values.to_numpy(dtype=np.float32)
+    return pd.to_numeric(values, errors="raise").astype("float32").to_numpy()
+
+
+def _categories(values: pd.Series) -> np.ndarray:
+    """A categorical feature column as an object array of strings (null -> MISSING_CATEGORY)."""
+    if isinstance(values.dtype, pd.StringDtype):  # the lake's strings, and a model frame's
+        return values.to_numpy(dtype=object, na_value=MISSING_CATEGORY)
+    values = values.astype(object)
+    return values.where(values.notna(), MISSING_CATEGORY).astype(str).to_numpy(dtype=object)
+
+
+def model_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The feature columns typed as the model (and its ONNX graph) expects them."""
+    _present(frame, spec)
+    columns = {c: _numbers(frame[c]) for c in spec.features.numeric}
+    columns.update({c: _categories(frame[c]) for c in spec.features.categorical})
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
 
 
 def target_vector(frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
@@ -40,13 +55,11 @@ def target_vector(frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
 
 
 def onnx_feed(frame: pd.DataFrame, spec: ModelSpec) -> dict[str, np.ndarray]:
-    """ONNX Runtime inputs: one [n, 1] tensor per raw feature column."""
-    typed = model_frame(frame, spec)
-    feed: dict[str, np.ndarray] = {}
-    for column in spec.features.numeric:
-        feed[column] = typed[column].to_numpy(dtype=np.float32).reshape(-1, 1)
-    for column in spec.features.categorical:
-        feed[column] = typed[column].to_numpy(dtype=object).astype(str).reshape(-1, 1)
+    """ONNX Runtime inputs: one [n, 1] tensor per raw feature column, the values :func:`model_frame`
+    gives, converted straight from the frame's columns (no frame built between)."""
+    _present(frame, spec)
+    feed = {c: _numbers(frame[c]).reshape(-1, 1) for c in spec.features.numeric}
+    feed.update({c: _categories(frame[c]).astype(str).reshape(-1, 1) for c in spec.features.categorical})
     return feed
 
 

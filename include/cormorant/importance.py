@@ -22,19 +22,23 @@ REPEATS = 5
 
 
 class _ServedModel:
-    """The exported model as scikit-learn's ``permutation_importance`` wants an estimator."""
+    """The exported model as scikit-learn's ``permutation_importance`` wants an estimator.
 
-    def __init__(self, spec: Any, session: Any):
-        self.spec, self.session = spec, session
+    Its ``X`` is not the features but, per feature column, which row of ``feed`` (the holdout's ONNX
+    inputs, converted once) to read: ``permutation_importance`` shuffles those positions exactly as it
+    would shuffle the values, and each scoring indexes the converted arrays instead of converting a
+    permuted frame again (36 conversions of the holdout per trial, a third of a linear trial's time)."""
+
+    def __init__(self, session: Any, feed: dict[str, np.ndarray], columns: list[str]):
+        self.session, self.feed, self.columns = session, feed, columns
 
     def fit(self, *_: Any) -> _ServedModel:
         return self
 
-    def score_frame(self, frame: Any) -> np.ndarray:
+    def score_rows(self, rows: np.ndarray) -> np.ndarray:
         from cormorant.export import onnx_scores
-        from cormorant.features import onnx_feed
 
-        return onnx_scores(self.session, onnx_feed(frame, self.spec))
+        return onnx_scores(self.session, {c: self.feed[c][rows[:, j]] for j, c in enumerate(self.columns)})
 
 
 def _raw_feature(spec: Any, slot: str) -> str:
@@ -60,7 +64,7 @@ def feature_importance(
     """The importance document of one trained model (see the module docstring)."""
     from sklearn.inspection import permutation_importance
 
-    from cormorant.features import target_vector
+    from cormorant.features import onnx_feed, target_vector
     from cormorant.metrics import compute_metric
 
     sample = holdout.sample(n=MAX_ROWS, random_state=seed) if len(holdout) > MAX_ROWS else holdout
@@ -68,11 +72,17 @@ def feature_importance(
     y, frame = target_vector(sample, spec), sample[features]
     sign = 1.0 if spec.metric_higher_is_better else -1.0
 
-    def scoring(model: _ServedModel, X: Any, y_true: np.ndarray) -> float:
-        return sign * compute_metric(spec.training.metric, y_true, model.score_frame(X))
+    def scoring(model: _ServedModel, rows: np.ndarray, y_true: np.ndarray) -> float:
+        return sign * compute_metric(spec.training.metric, y_true, model.score_rows(rows))
 
+    rows = np.repeat(np.arange(len(frame))[:, None], len(features), axis=1)  # every column: its own row
     found = permutation_importance(
-        _ServedModel(spec, session), frame, y, scoring=scoring, n_repeats=REPEATS, random_state=seed
+        _ServedModel(session, onnx_feed(frame, spec), features),
+        rows,
+        y,
+        scoring=scoring,
+        n_repeats=REPEATS,
+        random_state=seed,
     )
     permutation = {
         c: {"mean": float(found.importances_mean[i]), "std": float(found.importances_std[i])}
