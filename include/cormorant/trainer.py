@@ -375,6 +375,7 @@ def warm_up() -> None:
     for name in (
         "mlflow",
         "mlflow.onnx",
+        "mlflow.pyfunc",  # what logging a model imports on its first call (55 ms)
         "sklearn.linear_model",
         "skl2onnx",
         "xgboost",
@@ -400,6 +401,11 @@ def warm_up() -> None:
         families.warm_exporter()
     with contextlib.suppress(Exception):  # the first trial opens it then, and says why it cannot
         open_tracking_store(Settings.from_env())
+    with contextlib.suppress(Exception):  # the tags MLflow gives every run (the source's git commit,
+        # found once per process with GitPython: 40-60 ms of the first run), resolved and kept now
+        from mlflow.tracking.context.registry import resolve_tags
+
+        resolve_tags()
 
 
 def open_tracking_store(settings: Settings) -> None:
@@ -511,9 +517,17 @@ def _run_all(
 
 def _run_and_record(spec: ModelSpec, trial: Trial, settings: Settings) -> tuple[dict[str, Any], int]:
     """Run one trial, keep its record in the lake; its result and the exit code it calls for."""
+    from threadpoolctl import threadpool_limits
+
+    from cormorant.families import trial_threads
+
     code = 0
     try:
-        result = run_trial(spec, trial, settings)
+        # The BLAS and OpenMP pools that numpy, SciPy, scikit-learn and torch load start a thread per
+        # CPU, whatever the trial was given, and spin between calls: trials side by side then take
+        # each other's CPUs. They get the trial's threads, as its fits and ONNX sessions do.
+        with threadpool_limits(limits=trial_threads()):
+            result = run_trial(spec, trial, settings)
     except Exception as e:
         result = failure_result(trial, e)
         code = EXIT_RETRYABLE if result["retryable"] else EXIT_DETERMINISTIC

@@ -42,6 +42,44 @@ def test_model_frame_types_inputs_and_marks_missing_categories(example_spec):
     assert feed["region"].tolist() == [[MISSING_CATEGORY], ["x"]]
 
 
+def test_model_frame_and_feed_type_every_kind_of_column_alike(example_spec):
+    """Whatever dtypes a frame holds (the lake's float64 and Arrow strings, pandas' nullable and
+    object columns, a model frame itself), the model gets the same float32 numbers and strings."""
+    frame = pd.DataFrame(
+        {
+            "tenure_months": pd.array([1, None, 3], dtype="Int64"),
+            "monthly_charges": np.array([2.5, np.nan, 1.0]),
+            "support_calls": ["0", "2", "1"],  # numbers as text
+            "usage_gb": [None, 4, 5.5],  # object
+            "contract_type": pd.array(["annual", None, "monthly"], dtype="str"),
+            "region": pd.Series(["x", None, "y"], dtype="category"),
+            "payment_method": pd.Series([7, None, "card"], dtype=object),
+        }
+    )
+    numbers = {
+        "tenure_months": [1, np.nan, 3],
+        "monthly_charges": [2.5, np.nan, 1],
+        "support_calls": [0, 2, 1],
+        "usage_gb": [np.nan, 4, 5.5],
+    }
+    strings = {
+        "contract_type": ["annual", MISSING_CATEGORY, "monthly"],
+        "region": ["x", MISSING_CATEGORY, "y"],
+        "payment_method": ["7", MISSING_CATEGORY, "card"],
+    }
+    typed = model_frame(frame, example_spec)
+    for source in (frame, typed, typed.iloc[[2, 1, 0]].iloc[::-1]):
+        again, feed = model_frame(source, example_spec), onnx_feed(source, example_spec)
+        assert list(again.columns) == example_spec.feature_columns and list(again.index) == [0, 1, 2]
+        for column, expected in numbers.items():
+            assert again[column].dtype == np.float32 and feed[column].dtype == np.float32
+            assert np.array_equal(feed[column], np.array(expected, np.float32).reshape(-1, 1), equal_nan=True)
+            assert np.array_equal(again[column].to_numpy(), feed[column][:, 0], equal_nan=True)
+        for column, expected in strings.items():
+            assert again[column].tolist() == expected
+            assert feed[column].dtype.kind == "U" and feed[column][:, 0].tolist() == expected
+
+
 def test_missing_feature_column_is_named(example_spec, frames):
     with pytest.raises(KeyError, match=r"\['region'\]"):
         model_frame(frames[0].drop(columns=["region"]), example_spec)
@@ -166,6 +204,41 @@ def test_onnx_export_matches_native_model_on_held_out_rows(example_spec, frames,
     assert exported.shape == (len(held_out),)
     assert np.max(np.abs(exported - native)) <= 1e-4
     assert compute_metric("roc_auc", target_vector(held_out, example_spec), exported) > 0.6
+
+
+@pytest.mark.parametrize("family", ["linear", "xgboost"])
+def test_permutation_importance_is_scikit_learns_on_the_served_model(example_spec, frames, family):
+    """The trainer permutes positions into the holdout's converted ONNX inputs instead of permuting
+    and converting the frame for every scoring: the document must be the one scikit-learn computes
+    on the frame itself, value for value."""
+    from sklearn.inspection import permutation_importance
+
+    from cormorant.importance import REPEATS, feature_importance
+
+    train, held_out = frames
+    pre = FittedPreprocessor(example_spec, train)
+    X = pre.transform(train)
+    trained = families.fit(family, X, target_vector(train, example_spec), {}, classification=True, seed=3)
+    session = onnx_session(export_model(pre, trained, example_spec, X.shape[1]))
+
+    class FrameModel:  # scores a permuted frame, converting it each time
+        def fit(self, *_):
+            return self
+
+    def scoring(_, frame, y_true):
+        return compute_metric("roc_auc", y_true, onnx_scores(session, onnx_feed(frame, example_spec)))
+
+    features = example_spec.feature_columns
+    y = target_vector(held_out, example_spec)
+    expected = permutation_importance(
+        FrameModel(), held_out[features], y, scoring=scoring, n_repeats=REPEATS, random_state=7
+    )
+    document = feature_importance(example_spec, trained, pre, session, held_out, seed=7)
+    assert document["permutation"] == {
+        c: {"mean": float(expected.importances_mean[i]), "std": float(expected.importances_std[i])}
+        for i, c in sorted(enumerate(features), key=lambda ic: -expected.importances_mean[ic[0]])
+    }
+    assert max(v["mean"] for v in document["permutation"].values()) > 0.01
 
 
 def test_regression_export_matches_native(example_spec, frames):
@@ -316,6 +389,39 @@ def test_a_trials_onnx_sessions_score_with_the_trials_threads(monkeypatch, examp
     monkeypatch.setenv("CORMORANT_TRIAL_THREADS", "3")
     assert FittedPreprocessor(example_spec, train)._session.get_session_options().intra_op_num_threads == 3
     assert onnx_session(pre.onnx).get_session_options().intra_op_num_threads == 2
+
+
+def test_a_trials_blas_and_openmp_pools_have_the_trials_threads(monkeypatch, example_spec, tmp_path):
+    """numpy's and SciPy's OpenBLAS, scikit-learn's and torch's OpenMP start a thread per CPU
+    whatever the trial was given, and spin between calls: two trials side by side took each other's
+    CPUs. While a trial runs, every such pool has the trial's threads; afterwards they are as before."""
+    import os
+
+    import torch  # noqa: F401  (its OpenMP pool is one of those limited)
+    from threadpoolctl import threadpool_info
+
+    from cormorant import trainer
+    from cormorant.config import Settings
+
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        pytest.skip("needs a machine where a trial's share is fewer threads than its CPUs")
+    before = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+    seen = {}
+
+    def run_trial(*_):
+        seen.update({p["filepath"]: p["num_threads"] for p in threadpool_info()})
+        return {"trial_id": "t1", "status": "ok"}
+
+    monkeypatch.setattr(trainer, "run_trial", run_trial)
+    monkeypatch.setenv("CORMORANT_TRIAL_THREADS", "1")
+    monkeypatch.setenv("CORMORANT_LAKE_URI", tmp_path.as_uri())
+    trial = trainer.Trial("t1", "linear", {}, [], [], folds=3, seed=0)
+    result, code = trainer._run_and_record(example_spec, trial, Settings.from_env())
+    assert (result["status"], code) == ("ok", 0)
+    assert {p["internal_api"] for p in threadpool_info()} >= {"openblas", "openmp"}
+    assert seen.keys() == before.keys() and set(seen.values()) == {1}, seen
+    assert {p["filepath"]: p["num_threads"] for p in threadpool_info()} == before
 
 
 def test_logging_a_model_checks_its_stated_requirements_without_mapping_every_installed_package(
