@@ -241,6 +241,42 @@ def test_permutation_importance_is_scikit_learns_on_the_served_model(example_spe
     assert max(v["mean"] for v in document["permutation"].values()) > 0.01
 
 
+def test_a_binary_tree_ensemble_scores_as_the_converters_classifier_did():
+    """A binary XGBoost classifier is served as Sigmoid(TreeEnsembleRegressor) (faster in ONNX
+    Runtime): its scores must be the converter's TreeEnsembleClassifier's and XGBoost's own, missing
+    values included; ensembles of any other shape keep the converter's graph."""
+    import onnxmltools
+    from onnx import helper
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2_000, 6)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] * X[:, 2] + rng.normal(scale=0.5, size=len(X)) > 0.3).astype(int)
+    X[rng.random(X.shape) < 0.1] = np.nan  # missing values take each split's learned default branch
+    params = {"max_depth": 4, "n_estimators": 40, "base_score": 0.3}
+    trained = families.fit("xgboost", X, y, params, classification=True, seed=2)
+
+    graph = families.to_onnx(trained, X.shape[1])
+    assert [n.op_type for n in graph.graph.node] == ["TreeEnsembleRegressor", "Sigmoid"]
+    assert [o.name for o in graph.graph.output] == ["score"]
+    served = onnx_session(graph).run(["score"], {"features": X})[0].reshape(-1)
+
+    initial = [("features", FloatTensorType([None, X.shape[1]]))]
+    converted = onnxmltools.convert_xgboost(trained.model, initial_types=initial, target_opset=15)
+    assert [n.op_type for n in converted.graph.node] == ["TreeEnsembleClassifier"]
+    before = onnx_session(converted).run(["probabilities"], {"features": X})[0][:, 1]
+    assert np.max(np.abs(served - before)) <= 1e-6
+    assert np.max(np.abs(served - trained.model.predict_proba(X)[:, 1])) <= 1e-6
+    assert served.std() > 0.1  # scores that vary, not one constant
+
+    three = families.fit("xgboost", X, y + (X[:, 3] > 1), {"n_estimators": 5}, classification=True, seed=2)
+    kept = families.to_onnx(three, X.shape[1])
+    node = kept.graph.node[0]
+    assert node.op_type == "TreeEnsembleClassifier"
+    labels = next(a for a in node.attribute if a.name == "classlabels_int64s")
+    assert len(helper.get_attribute_value(labels)) == 3
+
+
 def test_regression_export_matches_native(example_spec, frames):
     spec = example_spec.model_copy(
         update={"target": example_spec.target.model_copy(update={"column": "usage_gb", "task": "regression"})}
