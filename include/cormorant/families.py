@@ -285,10 +285,11 @@ def _binary_trees_as_margin(model: Any) -> bool:
     ``score`` [n, 1]).
 
     The two compute the same probability (the same trees, base value and leaf weights; ONNX Runtime's
-    logistic against its Sigmoid, within 3e-7), but ONNX Runtime's classifier also builds both classes'
-    probabilities and a label per row that the score drops: about 15% of the kernel's time on the
-    benchmark's model (docs/benchmarks.md, inference). Any other shape of ensemble (several classes, a
-    transform other than LOGISTIC) keeps the converter's graph."""
+    logistic against its Sigmoid, within 1.5e-7 on the benchmark's model), but ONNX Runtime's classifier
+    also builds both classes' probabilities and a label per row that the score drops: 1.40 s against
+    1.24 s per 1M rows on the benchmark's model (docs/benchmarks.md, inference). Any other shape of
+    ensemble (several classes, a transform other than LOGISTIC, weights as tensors, two base values)
+    keeps the converter's graph."""
     from onnx import TensorProto, helper
 
     graph = model.graph
@@ -298,7 +299,14 @@ def _binary_trees_as_margin(model: Any) -> bool:
     (node,) = nodes
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     binary = len(attrs.get("classlabels_int64s", attrs.get("classlabels_strings", []))) == 2
-    if not binary or attrs.get("post_transform") != b"LOGISTIC" or set(attrs["class_ids"]) != {0}:
+    leaves = ("class_ids", "class_nodeids", "class_treeids", "class_weights")
+    if (
+        not binary
+        or attrs.get("post_transform") != b"LOGISTIC"
+        or any(k not in attrs for k in leaves)  # e.g. weights given as a tensor attribute instead
+        or set(attrs["class_ids"]) != {0}
+        or len(attrs.get("base_values", [])) > 1
+    ):
         return False
     tree = {k: v for k, v in attrs.items() if k.startswith("nodes_")}
     regressor = helper.make_node(

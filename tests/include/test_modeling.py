@@ -275,6 +275,9 @@ def test_a_binary_tree_ensemble_scores_as_the_converters_classifier_did():
     assert node.op_type == "TreeEnsembleClassifier"
     labels = next(a for a in node.attribute if a.name == "classlabels_int64s")
     assert len(helper.get_attribute_value(labels)) == 3
+    hinge_params = {"n_estimators": 5, "objective": "binary:hinge"}
+    hinge = families.fit("xgboost", X, y, hinge_params, classification=True, seed=2)
+    assert "TreeEnsembleClassifier" in [n.op_type for n in families.to_onnx(hinge, X.shape[1]).graph.node]
 
 
 def test_regression_export_matches_native(example_spec, frames):
