@@ -245,6 +245,7 @@ def test_a_binary_tree_ensemble_scores_as_the_converters_classifier_did():
     """A binary XGBoost classifier is served as Sigmoid(TreeEnsembleRegressor) (faster in ONNX
     Runtime): its scores must be the converter's TreeEnsembleClassifier's and XGBoost's own, missing
     values included; ensembles of any other shape keep the converter's graph."""
+    import onnx
     import onnxmltools
     from onnx import helper
     from onnxmltools.convert.common.data_types import FloatTensorType
@@ -258,6 +259,7 @@ def test_a_binary_tree_ensemble_scores_as_the_converters_classifier_did():
 
     graph = families.to_onnx(trained, X.shape[1])
     assert [n.op_type for n in graph.graph.node] == ["TreeEnsembleRegressor", "Sigmoid"]
+    onnx.checker.check_model(graph, full_check=True)  # a valid model on its own, not only once merged
     assert [o.name for o in graph.graph.output] == ["score"]
     served = onnx_session(graph).run(["score"], {"features": X})[0].reshape(-1)
 
@@ -271,6 +273,7 @@ def test_a_binary_tree_ensemble_scores_as_the_converters_classifier_did():
 
     three = families.fit("xgboost", X, y + (X[:, 3] > 1), {"n_estimators": 5}, classification=True, seed=2)
     kept = families.to_onnx(three, X.shape[1])
+    onnx.checker.check_model(kept, full_check=True)
     node = kept.graph.node[0]
     assert node.op_type == "TreeEnsembleClassifier"
     labels = next(a for a in node.attribute if a.name == "classlabels_int64s")
