@@ -200,6 +200,8 @@ def test_validation_result_is_recorded_per_partition(runner, lake, example_spec)
 
 
 def test_every_trial_is_an_mlflow_child_run_of_the_sweep(runner, client, example_spec):
+    import mlflow
+
     experiment = client.get_experiment_by_name(example_spec.experiment_name)
     trials = client.search_runs([experiment.experiment_id], "tags.`cormorant.trial_id` != ''")
     assert len(trials) == 4  # linear x2, xgboost x1, mlp x1 in the example spec
@@ -211,7 +213,14 @@ def test_every_trial_is_an_mlflow_child_run_of_the_sweep(runner, client, example
         assert 0.5 < t.data.metrics["cv_roc_auc_mean"] <= 1.0
         assert t.data.metrics["onnx_parity_max_abs_diff"] <= 1e-4
         history = client.get_metric_history(t.info.run_id, "cv_roc_auc")
-        assert len(history) == example_spec.training.folds
+        assert sorted(m.step for m in history) == list(range(example_spec.training.folds))
+        # the model the trial logged carries its metrics, as the run does
+        (output,) = client.get_run(t.info.run_id).outputs.model_outputs
+        linked = {m.key: m.value for m in client.get_logged_model(output.model_id).metrics}
+        for key in ("cv_roc_auc_mean", "holdout_roc_auc", "onnx_parity_max_abs_diff", "trial_seconds"):
+            assert linked[key] == t.data.metrics[key], key
+        reference = mlflow.artifacts.load_dict(f"runs:/{t.info.run_id}/reference.json")  # drift's input
+        assert reference["rows"] == t.data.metrics["train_rows"]
 
 
 def test_a_sweeps_trials_run_side_by_side_under_one_parent_run(runner, client, example_spec):

@@ -433,14 +433,16 @@ def test_a_trials_onnx_sessions_score_with_the_trials_threads(monkeypatch, examp
     assert onnx_session(pre.onnx).get_session_options().intra_op_num_threads == 2
 
 
-def test_a_trials_blas_and_openmp_pools_have_the_trials_threads(monkeypatch, example_spec, tmp_path):
+@pytest.mark.parametrize("process", ["fresh", "warm"])
+def test_a_trials_blas_and_openmp_pools_have_the_trials_threads(monkeypatch, example_spec, tmp_path, process):
     """numpy's and SciPy's OpenBLAS, scikit-learn's and torch's OpenMP start a thread per CPU
     whatever the trial was given, and spin between calls: two trials side by side took each other's
-    CPUs. While a trial runs, every such pool has the trial's threads; afterwards they are as before."""
+    CPUs. While a trial runs, every such pool has the trial's threads; afterwards they are as before.
+    A warm trainer finds the pools once, after its warm-up; a fresh process for each trial."""
     import os
 
     import torch  # noqa: F401  (its OpenMP pool is one of those limited)
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import ThreadpoolController, threadpool_info
 
     from cormorant import trainer
     from cormorant.config import Settings
@@ -456,6 +458,7 @@ def test_a_trials_blas_and_openmp_pools_have_the_trials_threads(monkeypatch, exa
         return {"trial_id": "t1", "status": "ok"}
 
     monkeypatch.setattr(trainer, "run_trial", run_trial)
+    monkeypatch.setattr(trainer, "WARM_POOLS", ThreadpoolController() if process == "warm" else None)
     monkeypatch.setenv("CORMORANT_TRIAL_THREADS", "1")
     monkeypatch.setenv("CORMORANT_LAKE_URI", tmp_path.as_uri())
     trial = trainer.Trial("t1", "linear", {}, [], [], folds=3, seed=0)
@@ -505,3 +508,27 @@ def test_logging_a_model_checks_its_stated_requirements_without_mapping_every_in
     with checked_against_stated_requirements():  # a map already built is left as it is
         assert requirements_utils._MODULES_TO_PACKAGES is built
     assert requirements_utils._MODULES_TO_PACKAGES is built
+
+
+def test_a_warm_trainer_parses_a_spec_again_when_its_file_changes(tmp_path):
+    """A warm trainer gets a request per trial, nearly always for the same spec: it parses the file
+    once, and again when the file has changed since (an edit between two runs of `cormorant run`)."""
+    import os
+    from pathlib import Path
+
+    from cormorant import trainer
+
+    example = Path(__file__).resolve().parents[2] / "include" / "specs" / "churn.yaml"
+    path = tmp_path / "churn.yaml"
+    path.write_text(example.read_text())
+    first = trainer._spec_as_it_is(str(path))
+    assert first.training.folds == 3
+    assert trainer._spec_as_it_is(str(path)) is first
+    stat = path.stat()
+    path.write_text(example.read_text().replace("folds: 3", "folds: 4"))  # the same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # saved a second later
+    edited = trainer._spec_as_it_is(str(path))
+    assert edited.training.folds == 4
+    path.write_text(example.read_text().replace("folds: 3", "folds: 10"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # same time, new size
+    assert trainer._spec_as_it_is(str(path)).training.folds == 10
