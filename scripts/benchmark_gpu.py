@@ -105,6 +105,69 @@ def run(family: str, device: str, data) -> dict:
     }
 
 
+def xgboost_phases(data) -> dict:
+    """Where XGBoost's GPU fit and score go, timed apart through XGBoost's own API with the trial's
+    parameters: the training matrix built from host arrays, the boosting rounds on it, and prediction
+    from host arrays; the matrix as scikit-learn's wrapper builds it (a QuantileDMatrix: its quantiles
+    sketched on the CPU) and as a trial builds it on a GPU (a DMatrix: the GPU sketches them). Where
+    cupy is installed (the device machine's image has it; the trainer does not depend on it), the same
+    from arrays already on the GPU, for comparison."""
+    import xgboost as xgb
+
+    from cormorant.families import trial_threads
+
+    X_train, y_train, X_test, _ = data
+    params = dict(PARAMS["xgboost"])
+    rounds = params.pop("n_estimators")
+    booster_params = {
+        **params,
+        "objective": "binary:logistic",
+        "tree_method": "hist",
+        "device": "cuda",
+        "seed": 7,
+        "nthread": trial_threads(),
+    }
+
+    def timed(make_matrix, test) -> dict:
+        started = time.perf_counter()
+        matrix = make_matrix()
+        built = time.perf_counter()
+        booster = xgb.train(booster_params, matrix, rounds)
+        boosted = time.perf_counter()
+        booster.inplace_predict(test)
+        return {
+            "matrix_s": built - started,
+            "boost_s": boosted - built,
+            "predict_s": time.perf_counter() - boosted,
+        }
+
+    phases = {"family": "xgboost-phases", "device": "cuda"}
+    phases["host"] = timed(lambda: xgb.QuantileDMatrix(X_train, y_train, nthread=trial_threads()), X_test)
+    phases["host_dmatrix"] = timed(lambda: xgb.DMatrix(X_train, y_train, nthread=trial_threads()), X_test)
+    try:
+        import cupy
+    except ImportError:
+        return phases
+    on_device = cupy.asarray(X_train), cupy.asarray(y_train), cupy.asarray(X_test)
+    cupy.cuda.Device().synchronize()
+    phases["gpu_arrays"] = timed(lambda: xgb.QuantileDMatrix(on_device[0], on_device[1]), on_device[2])
+    return phases
+
+
+def render_phases(phases: dict) -> str:
+    def line(p: dict) -> str:
+        matrix, boost, predict = p["matrix_s"], p["boost_s"], p["predict_s"]
+        return f"training matrix {matrix:.2f} s, boosting {boost:.2f} s, predict {predict:.2f} s"
+
+    text = (
+        f"XGBoost on the GPU by phase, from host arrays: as a QuantileDMatrix (scikit-learn's wrapper) "
+        f"{line(phases['host'])}; as a DMatrix (a trial's path) {line(phases['host_dmatrix'])}"
+    )
+    if "gpu_arrays" in phases:
+        text += f"; from arrays already on the GPU (cupy): {line(phases['gpu_arrays'])}"
+    return text
+
+
 def render(results: list[dict], rows: int, threads: int, gpu: str, warm: float) -> str:
     lines = [
         f"{rows:,} rows (fit on 80%, score 20%); CPU: {threads} threads; GPU: {gpu} "
@@ -165,6 +228,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                 )
         results += sized
         tables.append(render(sized, rows, trial_threads(), gpu, warm))
+        if "xgboost" in args.families:
+            phases = {**xgboost_phases(data), "rows": rows}
+            results.append(phases)
+            tables.append(render_phases(phases))
     return finish("gpu", results, "\n\n".join(tables))
 
 
