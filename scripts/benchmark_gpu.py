@@ -11,6 +11,10 @@ left out of the ratio; the holdout ROC AUC of both runs is kept, so a fast run t
 
 Needs an NVIDIA GPU and CUDA builds of xgboost and torch (the trainer image has both); on a machine
 without one it says so and keeps nothing. Results in ``benchmarks/results/gpu-<timestamp>.{json,md}``.
+
+``--matrix-memory`` measures instead, on any machine, what XGBoost's training matrix adds to a trial's
+host memory: a DMatrix (a GPU trial's) against a QuantileDMatrix (the CPU path's), each in a fresh
+process (``gpu-matrix-memory-<timestamp>``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
-from bench_common import add_repeat, finish, median_run, say  # noqa: E402
+from bench_common import add_repeat, finish, median_run, peak_rss_mb, rss_mb, say, worker_result  # noqa: E402
 
 # A production-sized trial of each family (the example spec's search space is sized for a 2-core demo).
 PARAMS = {
@@ -190,12 +194,75 @@ def render(results: list[dict], rows: int, threads: int, gpu: str, warm: float) 
     return "\n".join(lines)
 
 
+MATRICES = ("arrays alone", "DMatrix", "QuantileDMatrix")
+
+
+def matrix_worker(kind: str, rows: int) -> None:
+    """In its own process: ``rows`` x 17 random float32 rows and a label, then the training matrix of
+    ``kind`` built from them as a trial builds it; prints the arrays' and the peak resident memory."""
+    import json
+
+    import numpy as np
+    import xgboost as xgb
+
+    from cormorant.families import trial_threads
+
+    X = np.random.default_rng(0).random((rows, 17), dtype=np.float32)
+    y = (X[:, 0] > 0.5).astype(np.float32)
+    arrays = rss_mb()
+    if kind == "DMatrix":
+        matrix = xgb.DMatrix(X, y, nthread=trial_threads())
+    elif kind == "QuantileDMatrix":
+        matrix = xgb.QuantileDMatrix(X, y, nthread=trial_threads())
+    else:
+        matrix = None
+    print(json.dumps({"matrix": kind, "rows": rows, "arrays_mb": arrays, "peak_mb": peak_rss_mb()}))
+    del matrix
+
+
+def matrix_memory(rows: int) -> dict:
+    """What XGBoost's training matrix adds to a trial's host memory, per kind, each in a fresh process
+    (no GPU needed: both are built on the host). A GPU trial builds a DMatrix; the CPU path and
+    scikit-learn's wrapper a QuantileDMatrix."""
+    results = []
+    for kind in MATRICES:
+        command = [sys.executable, __file__, "--matrix-worker", kind, "--rows", str(rows)]
+        result = say(
+            f"{kind:<16}",
+            worker_result(command),
+            lambda r: f"arrays {r['arrays_mb']:.0f} MB  peak {r['peak_mb']:.0f} MB",
+        )
+        results.append(result)
+    alone = next((r["peak_mb"] for r in results if r.get("matrix") == MATRICES[0]), None)
+    lines = [
+        f"XGBoost's training matrix from {rows:,} x 17 random float32 rows, each in a fresh process",
+        "",
+        "| matrix | peak RSS (MB) | added to the arrays alone (MB) |",
+        "|---|---:|---:|",
+    ]
+    for r in results:
+        if "error" not in r:
+            added = r["peak_mb"] - alone if alone is not None else float("nan")
+            lines.append(f"| {r['matrix']} | {r['peak_mb']:.0f} | {added:.0f} |")
+    return finish("gpu-matrix-memory", results, "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
     parser.add_argument("--families", nargs="+", choices=list(PARAMS), default=list(PARAMS))
+    parser.add_argument(
+        "--matrix-memory",
+        action="store_true",
+        help="only the host memory of XGBoost's training matrices at 80%% of --rows (no GPU needed)",
+    )
+    parser.add_argument("--matrix-worker", choices=MATRICES, help=argparse.SUPPRESS)
     add_repeat(parser)
     args = parser.parse_args(argv)
+    if args.matrix_worker:
+        return matrix_worker(args.matrix_worker, args.rows[0])
+    if args.matrix_memory:
+        return matrix_memory(int(args.rows[0] * 0.8))
     if reason := cuda_ready(args.families):
         print(f"  skipped: {reason}", flush=True)
         return None

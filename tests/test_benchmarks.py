@@ -51,3 +51,20 @@ def test_a_stage_benchmark_runs_and_keeps_its_results(stage, tmp_path):
         assert all(r["max_abs_diff_vs_onnxruntime"] <= 1e-6 for r in cormorant), cormorant
     if stage == "validation":
         assert len({(r["expectations"], r["failed"]) for r in results}) == 1, results
+
+
+def test_the_gpu_benchmarks_matrix_memory_runs_without_a_gpu_and_keeps_its_results(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark_gpu.py"), "--matrix-memory", "--rows", "20000"],
+        env={**os.environ, "CORMORANT_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (kept,) = tmp_path.glob("gpu-matrix-memory-*.json")
+    assert (tmp_path / kept.name.replace(".json", ".md")).exists()
+    results = json.loads(kept.read_text())["results"]
+    assert all("error" not in r for r in results), results
+    assert {r["matrix"] for r in results} == {"arrays alone", "DMatrix", "QuantileDMatrix"}
+    assert all(r["rows"] == 16000 and r["peak_mb"] >= r["arrays_mb"] > 0 for r in results), results
