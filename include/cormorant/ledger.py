@@ -6,6 +6,10 @@ trial's cross-validation, refit and scoring, batch scoring. Each line holds the 
 on the wall clock, so pieces that ran side by side (a sweep's trials) count once, as the wall time
 they covered. Everything else (process start-up, imports, Airflow's bookkeeping, MLflow calls,
 validation, drift) is the pipeline's overhead. Nothing is written when the variable is unset.
+
+:func:`time_spent` splits the same wall time the other way, by where the runner spent it: inside the
+DAG runs' tasks, in sweeps run ahead of a train run's tasks (and, of those, waiting for the warm
+trainers' warm-up), in Airflow's own bookkeeping around the tasks, and in the runner itself between runs.
 """
 
 from __future__ import annotations
@@ -78,6 +82,37 @@ def summarize(path: Path | str, wall_seconds: float) -> dict[str, Any]:
         "ratio": wall_seconds / compute if compute else None,
         "kinds": kinds,
     }
+
+
+def time_spent(wall_seconds: float, runs: list[dict[str, float]]) -> dict[str, float]:
+    """Where a pipeline's ``wall_seconds`` went, from its DAG runs, each ``{"seconds", "task_seconds",
+    "sweep_seconds", "warm_up_wait_seconds"}``: the tasks' time, the sweeps run ahead of train runs
+    (``warm_up_wait_seconds`` of it waiting for warm trainers), Airflow's bookkeeping (each run's time
+    outside its tasks and sweep) and the rest (the runner's own work between runs)."""
+    in_runs = sum(r["seconds"] for r in runs)
+    tasks = sum(r["task_seconds"] for r in runs)
+    sweeps = sum(r["sweep_seconds"] for r in runs)
+    return {
+        "runs": len(runs),
+        "task_seconds": tasks,
+        "sweep_seconds": sweeps,
+        "warm_up_wait_seconds": sum(r["warm_up_wait_seconds"] for r in runs),
+        "airflow_seconds": max(0.0, in_runs - tasks - sweeps),
+        "between_runs_seconds": max(0.0, wall_seconds - in_runs),
+    }
+
+
+def format_time_spent(spent: dict[str, float]) -> str:
+    runs = spent["runs"]
+    waited = spent["warm_up_wait_seconds"]
+    return (
+        f"Where it went: the tasks {spent['task_seconds']:.1f} s; sweeps run ahead of their train runs' "
+        f"tasks {spent['sweep_seconds']:.1f} s"
+        + (f" ({waited:.1f} s of it waiting for the warm trainers' warm-up)" if waited >= 0.05 else "")
+        + f"; Airflow's bookkeeping around the tasks of {runs} run(s) {spent['airflow_seconds']:.1f} s"
+        + (f" ({spent['airflow_seconds'] / runs:.2f} s a run)" if runs else "")
+        + f"; the runner between runs {spent['between_runs_seconds']:.1f} s"
+    )
 
 
 def format_summary(summary: dict[str, Any]) -> str:

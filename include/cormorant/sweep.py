@@ -192,8 +192,10 @@ class TrainerPool:
         import subprocess
         import tempfile
         import threading
+        import time
 
         self.size = max(1, size)
+        self.started_at = time.time()  # when its workers were started
         self.env = {
             **os.environ,
             **(env or {}),
@@ -201,7 +203,8 @@ class TrainerPool:
         }
         self.logs = tempfile.TemporaryDirectory(prefix="cormorant-trainers-")
         self.locks = [threading.Lock() for _ in range(self.size)]
-        self.ready = [False] * self.size
+        # when each worker said it had warmed up (its wall clock, time.time()); None until it has
+        self.ready_at: list[float | None] = [None] * self.size
         self.workers = []
         for i in range(self.size):
             with open(Path(self.logs.name) / f"trainer-{i}.log", "w") as log_file:
@@ -239,23 +242,33 @@ class TrainerPool:
             return json.loads(output.read_text())  # --serve writes a list
 
     def _answer(self, worker: int, key: str) -> dict[str, Any] | None:
-        """Worker ``worker``'s next answer holding ``key`` (None if it ended first)."""
+        """Worker ``worker``'s next answer holding ``key`` (None if it ended first); the moment it said
+        it was ready is kept on the way (:attr:`ready_at`)."""
+        import time
+
         from cormorant.trainer import SERVE_ANSWER
 
         for line in self.workers[worker].stdout:
             if line.startswith(SERVE_ANSWER):
                 answer = json.loads(line[len(SERVE_ANSWER) :])
+                if "ready" in answer:  # a trainer that does not say when: when it was read
+                    self.ready_at[worker] = float(answer.get("at", time.time()))
                 if key in answer:
                     return answer
         return None
 
     def wait_ready(self) -> None:
         """Block until every worker has done its imports (a benchmark starts its clock after this)."""
-        for worker, ready in enumerate(self.ready):
-            if not ready:
+        for worker, ready_at in enumerate(self.ready_at):
+            if ready_at is None:
                 with self.locks[worker]:
                     self._answer(worker, "ready")
-                    self.ready[worker] = True
+
+    def waited_for_warm_up(self, since: float) -> float:
+        """Seconds after ``since`` (a ``time.time()``) until the last worker was warm: what a sweep
+        begun then waited for the pool's warm-up (0 if every worker was warm by then)."""
+        known = [at for at in self.ready_at if at is not None]
+        return max(0.0, max(known) - since) if known else 0.0
 
     def close(self) -> None:
         for process in self.workers:

@@ -453,10 +453,10 @@ def open_tracking_store(settings: Settings) -> None:
 def serve() -> int:
     """Serve trials to a parent that keeps this process (:class:`cormorant.sweep.TrainerPool`).
 
-    It warms up and says so (:data:`SERVE_ANSWER` ``{"ready": true}``); then for each line of JSON on
-    stdin, ``{"spec": PATH, "trials": [...], "output": PATH}``, it runs the trials as the CLI does,
-    writes their results to ``output`` and answers :data:`SERVE_ANSWER` ``{"output": PATH, "code": N}``.
-    It ends at the end of stdin."""
+    It warms up and says so, and when (:data:`SERVE_ANSWER` ``{"ready": true, "at": TIME}``); then for
+    each line of JSON on stdin, ``{"spec": PATH, "trials": [...], "output": PATH}``, it runs the trials
+    as the CLI does, writes their results to ``output`` and answers :data:`SERVE_ANSWER`
+    ``{"output": PATH, "code": N}``. It ends at the end of stdin."""
     import os
 
     global TRAINER_PROCESS
@@ -466,7 +466,7 @@ def serve() -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     warm_up()
-    stdout.write(SERVE_ANSWER + json.dumps({"ready": True}) + "\n")
+    stdout.write(SERVE_ANSWER + json.dumps({"ready": True, "at": time.time()}) + "\n")
     stdout.flush()
     settings = Settings.from_env()
     for line in sys.stdin:

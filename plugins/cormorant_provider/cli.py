@@ -179,14 +179,30 @@ def run(args: argparse.Namespace) -> int:
     wall = time.monotonic() - began
     print()
     print(runner.summary_text())
-    if compute.exists():
-        print("\n" + ledger.format_summary(ledger.summarize(compute, wall)))
+    report_time(home, runner.history, wall, compute)
     if failed:
         print(f"\n{len(failed)} run(s) did not succeed:", file=sys.stderr)
         for line in failed:
             print(f"- {line}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def report_time(home: Path, history: list[Any], wall: float, compute: Path) -> None:
+    """Print the pipeline's time against the compute inside it, and where the rest went; keep both in
+    ``home/pipeline-time.json`` (what ``scripts/benchmark_pipeline.py`` reads)."""
+    from dataclasses import asdict
+
+    from cormorant import ledger
+
+    runs = [asdict(run) for run in history]
+    spent = ledger.time_spent(wall, runs)
+    summary = ledger.summarize(compute, wall) if compute.exists() else {"wall_seconds": wall}
+    print("\n" + (ledger.format_summary(summary) if compute.exists() else f"Pipeline time {wall:.0f} s"))
+    print(ledger.format_time_spent(spent))
+    (home / "pipeline-time.json").write_text(
+        json.dumps({"compute": summary, "spent": spent, "runs": runs}, indent=2, default=str)
+    )
 
 
 def replay(runner: Any, spec: Any, days: list[str], stages: list[str], *, champion: bool) -> list[str]:

@@ -12,6 +12,7 @@ import copy
 import functools
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,14 @@ class StageRun:
     partition: str
     state: str
     task_states: dict[str, str] = field(default_factory=dict)
+    # where the run's wall time went: its tasks (their spans, overlaps counted once), the sweep run
+    # ahead of a train run's tasks (and how much of that waited for the warm trainers' warm-up); the
+    # rest is Airflow's bookkeeping around the tasks (dag.test(): the run, its scheduling, the
+    # execution API)
+    seconds: float = 0.0
+    task_seconds: float = 0.0
+    sweep_seconds: float = 0.0
+    warm_up_wait_seconds: float = 0.0
 
     @property
     def succeeded(self) -> bool:
@@ -103,29 +112,43 @@ class PipelineRunner:
                 with contextlib.suppress(AttributeError):  # a mapped task's params are read-only
                     task.params = copy.deepcopy(params)
         print(f"→ {dag.dag_id} for {partition} ...", end=" ", flush=True)
+        started = time.monotonic()
+        sweep_seconds = waited = 0.0
         if stage == "train":
-            self.trials_ahead(dag, partition, conf or {})
+            waited = self.trials_ahead(dag, partition, conf or {})
+            sweep_seconds = time.monotonic() - started
         with _bundle_synced_once(), _execution_api_for_this_client():
             dag_run = dag.test(run_conf={"partition_date": partition, **(conf or {})})
+        task_instances = dag_run.get_task_instances()
         states = {
             ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
-            for ti in dag_run.get_task_instances()
+            for ti in task_instances
         }
         states.update({k.split("[")[0]: v for k, v in states.items() if "[" not in k})
-        run = StageRun(dag.dag_id, partition, str(dag_run.state), states)
-        print(run.state, flush=True)
+        run = StageRun(
+            dag.dag_id,
+            partition,
+            str(dag_run.state),
+            states,
+            seconds=time.monotonic() - started,
+            task_seconds=_tasks_covered_seconds(task_instances),
+            sweep_seconds=sweep_seconds,
+            warm_up_wait_seconds=waited,
+        )
+        print(f"{run.state} ({run.seconds:.1f} s)", flush=True)
         self.history.append(run)
         if check and not run.succeeded:
             raise PipelineFailed(run)
         return run
 
-    def trials_ahead(self, dag: Any, partition: str, conf: dict[str, Any]) -> None:
+    def trials_ahead(self, dag: Any, partition: str, conf: dict[str, Any]) -> float:
         """``dag.test()`` runs one task at a time; a scheduler runs a sweep's trials side by side (up to
         the trial task's ``max_active_tis_per_dag``). So that the embedded default does too, the sweep
         the run's plan task will make is planned here, under the same parent MLflow run, and its trials
         run with the trainer CLI, as many at once as the machine's CPUs allow; the run's trial tasks
         then find each finished trial in the trial cache, and rerun (and report) any that failed. A
-        plan that cannot be made here is left for the run's plan task to report."""
+        plan that cannot be made here is left for the run's plan task to report. Returns the seconds
+        the sweep waited for the warm trainers' warm-up (0 without them)."""
         from cormorant.config import Settings
         from cormorant.lake import Lake
         from cormorant.spec import experiment_name, load_spec
@@ -134,10 +157,10 @@ class PipelineRunner:
 
         trial_task = dag.task_dict.get("trial")
         if getattr(trial_task, "partial_kwargs", {}).get("backend", "local") != "local":
-            return
+            return 0.0
         parallel = local_trial_parallelism()
         if parallel < 2:
-            return
+            return 0.0
         settings = Settings.from_env()
         spec_path = Path(dag.task_dict["plan_sweep"].spec_path)
         spec = load_spec(spec_path)
@@ -146,21 +169,23 @@ class PipelineRunner:
             plan = plan_sweep(spec, Lake(settings.lake_uri), partition, **sweep_options(params))
         except Exception as exc:  # the plan task says why, with its retry policy
             log.debug("no sweep ahead of %s for %s: %s", dag.dag_id, partition, exc)
-            return
+            return 0.0
         pending = [
             t
             for t in plan["trials"]
             if find_cached_trial(experiment_name(spec.name), settings, t["cache_key"]) is None
         ]
         if len(pending) < 2:  # nothing to run side by side: the run's trial tasks do it
-            return
+            return 0.0
         parent = start_sweep_run(spec, settings, end_partition=partition, sweep_key=plan["sweep_key"])
+        began = time.time()
         run_trials_locally(
             spec_path,
             [{**t, "parent_run_id": parent} for t in pending],
             parallel=parallel,
             pool=self.trainers,
         )
+        return self.trainers.waited_for_warm_up(began) if self.trainers is not None else 0.0
 
     def summary(self) -> dict[str, Any]:
         from cormorant.config import Settings
@@ -258,6 +283,20 @@ def _newest_version_only_execution_api() -> Any:
         log.warning("runs use Airflow's own execution API, every version's routes: %s", exc)
         return None
     return api
+
+
+def _tasks_covered_seconds(task_instances: Any) -> float:
+    """The wall time the task instances' runs covered (from each one's start to its end; tasks that ran
+    side by side count once); a task that never started adds nothing."""
+    from cormorant.ledger import covered_seconds
+
+    return covered_seconds(
+        [
+            (ti.start_date.timestamp(), ti.end_date.timestamp())
+            for ti in task_instances
+            if ti.start_date is not None and ti.end_date is not None
+        ]
+    )
 
 
 def _bundle_state() -> tuple:

@@ -4,6 +4,7 @@ nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -141,6 +142,12 @@ def test_run_executes_the_real_dags_for_each_day_and_summary_reads_them_back(war
     assert re.search(
         r"Pipeline time \d+ s; the compute inside it [\d.]+ s \(extraction [\d.]+ s in 2\)", done.stdout
     )
+    # and where the time went, per run (kept as JSON too): four runs, each with its tasks' time
+    assert re.search(r"Where it went: the tasks [\d.]+ s; .* of 4 run\(s\) [\d.]+ s", done.stdout)
+    kept = json.loads((home / "pipeline-time.json").read_text())
+    assert [run["dag_id"] for run in kept["runs"]] == ["churn__ingest", "churn__validate"] * 2
+    assert all(0 < run["task_seconds"] <= run["seconds"] for run in kept["runs"])
+    assert kept["spent"]["runs"] == 4
     summary = _cormorant("summary", str(SPEC), "--home", str(home))
     assert summary.returncode == 0, summary.stderr
     assert re.search(rf"2024-03-02\s+{rows_for_day(date(2024, 3, 2))}\s+passed", summary.stdout), (

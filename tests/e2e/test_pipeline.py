@@ -178,6 +178,25 @@ def test_runs_fall_back_to_airflows_execution_api_when_theirs_cannot_be_built(
     assert "VersionBundle() takes other arguments now" in warnings[0]
 
 
+def test_each_run_says_where_its_wall_time_went(runner):
+    """Each run's tasks, and a train run's sweep run ahead of its tasks, fit inside its wall time (the
+    rest is Airflow's bookkeeping); the sweep's wait for the warm trainers lies within the sweep, and
+    it is what the trainers' own clocks say: each said it was ready after it started."""
+    import time
+
+    ran = {(run.dag_id.split("__")[1], run.partition): run for run in runner.history}
+    for run in ran.values():
+        assert run.task_seconds > 0
+        assert run.task_seconds + run.sweep_seconds <= run.seconds + 1e-6, run
+    train = ran[("train", D2)]
+    assert train.sweep_seconds > 0
+    assert 0 <= train.warm_up_wait_seconds <= train.sweep_seconds
+    assert all(run.sweep_seconds == 0 for (stage, _), run in ran.items() if stage != "train")
+    ready = runner.trainers.ready_at
+    assert len(ready) == runner.trainers.size and all(at is not None for at in ready)
+    assert all(runner.trainers.started_at < at < time.time() for at in ready)
+
+
 def test_partitions_hold_the_generators_rows(runner, lake, example_spec):
     for day in DAYS[:2]:
         assert lake.require(raw_dataset(example_spec), day.isoformat()).row_count == rows_for_day(day)

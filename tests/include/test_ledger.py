@@ -52,3 +52,26 @@ def test_timed_work_is_recorded_even_when_it_fails_and_summarized_per_kind(tmp_p
     assert summary["ratio"] == pytest.approx(12.0 / summary["compute_seconds"])
     text = ledger.format_summary(summary)
     assert "fitting and scoring 8.0 s in 2 (side by side: 6.0 s of wall time)" in text
+
+
+def test_time_spent_splits_a_pipelines_wall_time_by_where_the_runner_spent_it():
+    runs = [
+        {"seconds": 2.0, "task_seconds": 1.5, "sweep_seconds": 0.0, "warm_up_wait_seconds": 0.0},
+        {"seconds": 6.0, "task_seconds": 2.0, "sweep_seconds": 3.5, "warm_up_wait_seconds": 1.25},
+    ]
+    spent = ledger.time_spent(10.0, runs)
+    assert spent == {
+        "runs": 2,
+        "task_seconds": 3.5,
+        "sweep_seconds": 3.5,
+        "warm_up_wait_seconds": 1.25,
+        "airflow_seconds": pytest.approx(1.0),  # 0.5 around the first run's tasks, 0.5 around the second's
+        "between_runs_seconds": 2.0,
+    }
+    text = ledger.format_time_spent(spent)
+    assert "the tasks 3.5 s" in text
+    assert "tasks 3.5 s (1.2 s of it waiting for the warm trainers' warm-up)" in text
+    assert "Airflow's bookkeeping around the tasks of 2 run(s) 1.0 s (0.50 s a run)" in text
+    assert "the runner between runs 2.0 s" in text
+    # no sweep waited: nothing said about waiting
+    assert "waiting" not in ledger.format_time_spent(ledger.time_spent(2.0, runs[:1]))
