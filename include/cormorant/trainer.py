@@ -234,13 +234,21 @@ def cross_validate(spec: ModelSpec, trial: Trial, frame: Any, device: str) -> li
     return scores
 
 
-def log_folds(run_id: str, key: str, values: list[float]) -> None:
-    """Each fold's score as a step of ``key``, in one write (a ``log_metric`` per fold is a write each)."""
+def log_trial_metrics(
+    run_id: str, model_id: str, metrics: dict[str, float], folds_key: str, folds: list[float]
+) -> None:
+    """The trial's metrics, and each CV fold's score as a step of ``folds_key``, in one write linked to
+    the logged model (what ``mlflow.log_metrics(..., model_id=)`` does, with the folds' steps).
+
+    Written after the model: logging a model copies each metric already on its run to it, a query
+    and a write per metric; the run and the model show the same metrics either way."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(run_id, metrics=[Metric(key, v, now, i) for i, v in enumerate(values)])
+    written = [Metric(folds_key, v, now, i, model_id=model_id, run_id=run_id) for i, v in enumerate(folds)]
+    written += [Metric(k, v, now, 0, model_id=model_id, run_id=run_id) for k, v in metrics.items()]
+    MlflowClient().log_batch(run_id, metrics=written)
 
 
 def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, Any]:
@@ -293,7 +301,6 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         cv_started = time.monotonic()
         fold_scores = cross_validate(spec, trial, train, device)
         metric = spec.training.metric
-        log_folds(run.info.run_id, f"cv_{metric}", fold_scores)
         cv_mean, cv_std = float(np.mean(fold_scores)), float(np.std(fold_scores, ddof=1))
         cv_seconds = time.monotonic() - cv_started
         ledger.add("fitting and scoring", time.time() - cv_seconds, time.time(), trial=trial.trial_id)
@@ -353,10 +360,9 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
         with checked_against_stated_requirements():
             info = mlflow.onnx.log_model(onnx_model, name="model", pip_requirements=serving_requirements())
         seconds = time.monotonic() - started
-        # Logged after the model and linked to it, in one write: logging a model copies each of the
-        # run's metrics to it, one query per metric, so logged before it they cost a write and a
-        # read each. The run and the model show the same metrics either way.
-        mlflow.log_metrics({**metrics, "trial_seconds": seconds}, model_id=info.model_id)
+        log_trial_metrics(
+            run.info.run_id, info.model_id, {**metrics, "trial_seconds": seconds}, f"cv_{metric}", fold_scores
+        )
         result = {
             "trial_id": trial.trial_id,
             "family": trial.family,

@@ -238,6 +238,7 @@ def test_every_trial_is_an_mlflow_child_run_of_the_sweep(runner, client, example
         linked = {m.key: m.value for m in client.get_logged_model(output.model_id).metrics}
         for key in ("cv_roc_auc_mean", "holdout_roc_auc", "onnx_parity_max_abs_diff", "trial_seconds"):
             assert linked[key] == t.data.metrics[key], key
+        assert "cv_roc_auc" in linked  # the folds' scores are the model's too
         reference = mlflow.artifacts.load_dict(f"runs:/{t.info.run_id}/reference.json")  # drift's input
         assert reference["rows"] == t.data.metrics["train_rows"]
 
