@@ -30,7 +30,10 @@ SIZES = {
     "sweep": {"quick": [], "full": []},  # the example's sweep over seven days, one and several at once
     "gpu": {"quick": ["1000000"], "full": ["10000000"]},  # skipped where no NVIDIA GPU is visible
     "view": {"quick": [], "full": []},  # the Cormorant view's server time: 365 days, 50 versions
+    "pipeline": {"quick": [], "full": []},  # make demo's cormorant run, at the scales below
 }
+# the pipeline's sizes are rows a day, as multiples of the demo's (1: make demo itself)
+PIPELINE_SCALES = {"quick": ["1", "20"], "full": ["1", "20", "60"]}
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
 
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import benchmark_extract
     import benchmark_gpu
     import benchmark_inference
+    import benchmark_pipeline
     import benchmark_sweep
     import benchmark_trial
     import benchmark_validation
@@ -62,13 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": benchmark_sweep,
         "gpu": benchmark_gpu,
         "view": benchmark_view,
+        "pipeline": benchmark_pipeline,
     }
     kept = {}
     began = time.perf_counter()
-    for name in ("extract", "inference", "validation", "drift", "trial", "sweep", "gpu", "view"):
+    for name in modules:
         if name in args.only:
             print(f"\n== {name} ({size}) ==", flush=True)
-            extra = ["--features", "10"] if name == "drift" else []
+            extra = {"drift": ["--features", "10"], "pipeline": ["--scale", *PIPELINE_SCALES[size]]}
+            extra = extra.get(name, [])
             rows = ["--rows", *SIZES[name][size]] if SIZES[name][size] else []
             if (result := modules[name].main([*rows, *extra, "--repeat", str(args.repeat)])) is not None:
                 kept[name] = result

@@ -1,6 +1,6 @@
 """Run Cormorant's whole pipeline on the embedded default and print a summary.
 
-    make demo            # or: .venv/bin/python scripts/demo.py [--days 4] [--keep]
+    make demo            # or: .venv/bin/python scripts/demo.py [--days 4] [--scale 1] [--keep]
 
 Seeds the embedded SQLite warehouse with the example churn data (features in one table, outcomes in
 another, the last day drifted), then runs ``cormorant run include/examples/churn_late.yaml``: the real
@@ -31,6 +31,12 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=4, help="consecutive days to run (>= 4)")
     parser.add_argument("--drift-days", type=int, default=1, help="how many of the last days are drifted")
     parser.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        help="rows a day, times the example's 900-1299 (1 to 76; the same distributions)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the previous demo state instead of starting over"
     )
     args = parser.parse_args()
@@ -45,7 +51,11 @@ def main() -> int:
     days = [args.start + timedelta(days=i) for i in range(args.days)]
     drift_start = days[-args.drift_days] if args.drift_days else None
     counts = seed_sqlite(
-        args.home / "warehouse.db", days, drift_start=drift_start, labels_table="churn_labels"
+        args.home / "warehouse.db",
+        days,
+        drift_start=drift_start,
+        labels_table="churn_labels",
+        scale=args.scale,
     )
     print(
         f"Seeded the embedded warehouse: {sum(counts.values())} rows over {len(days)} days "

@@ -40,19 +40,26 @@ REGIONS = ["north", "south", "east", "west"]
 PAYMENTS = ["card", "bank_transfer", "paypal", "cheque"]
 
 
-def rows_for_day(day: date, seed: int = 0) -> int:
-    """How many rows the generator makes for ``day`` (between 900 and 1299)."""
-    return int(np.random.default_rng([seed, day.toordinal(), 1]).integers(900, 1300))
+# A day's customer ids are ``day.toordinal() * 100_000 + row``: unique across days up to 100,000 rows a day.
+MAX_SCALE = 76
+
+
+def rows_for_day(day: date, seed: int = 0, scale: int = 1) -> int:
+    """How many rows the generator makes for ``day``: between 900 and 1299, times ``scale``."""
+    if not 1 <= scale <= MAX_SCALE:
+        raise ValueError(f"scale={scale}: expected a whole number from 1 to {MAX_SCALE} (rows a day x scale)")
+    return scale * int(np.random.default_rng([seed, day.toordinal(), 1]).integers(900, 1300))
 
 
 LABEL_COLUMNS = {"customer_id": "BIGINT NOT NULL", "event_ts": "TIMESTAMP NOT NULL", "churned": "INTEGER"}
 
 
 def generate_day(
-    day: date, *, seed: int = 0, drift: float = 0.0, concept_shift: bool = False
+    day: date, *, seed: int = 0, drift: float = 0.0, concept_shift: bool = False, scale: int = 1
 ) -> pd.DataFrame:
-    """One day of rows; the same arguments always give the same frame."""
-    n = rows_for_day(day, seed)
+    """One day of rows (``scale`` times as many as the example's, drawn from the same distributions);
+    the same arguments always give the same frame."""
+    n = rows_for_day(day, seed, scale)
     rng = np.random.default_rng([seed, day.toordinal(), 2])
     tenure = rng.gamma(2.0, 14.0, n).round()
     charges = np.clip(rng.normal(65 + 30 * drift, 20, n), 5, 400).round(2)
@@ -115,12 +122,17 @@ def _create_table(table: str, columns: dict[str, str]) -> list[str]:
 
 
 def _frames(
-    days: Iterable[date], seed: int, drift_start: date | None, strength: float, concept_days: Iterable[date]
+    days: Iterable[date],
+    seed: int,
+    drift_start: date | None,
+    strength: float,
+    concept_days: Iterable[date],
+    scale: int = 1,
 ) -> Iterable[tuple[date, pd.DataFrame]]:
     shifted = set(concept_days)
     for day in days:
         drift = drift_for(day, drift_start, strength)
-        yield day, generate_day(day, seed=seed, drift=drift, concept_shift=day in shifted)
+        yield day, generate_day(day, seed=seed, drift=drift, concept_shift=day in shifted, scale=scale)
 
 
 def _tables(
@@ -146,15 +158,17 @@ def seed_sqlite(
     table: str = TABLE,
     labels_table: str | None = None,
     concept_days: Iterable[date] = (),
+    scale: int = 1,
 ) -> dict[str, int]:
-    """Create (or refill) the embedded warehouse; returns rows written per day (ISO date -> count)."""
+    """Create (or refill) the embedded warehouse, ``scale`` times the example's rows a day; returns rows
+    written per day (ISO date -> count)."""
     counts: dict[str, int] = {}
     days = list(days)
     with sqlite3.connect(path) as conn:
         for name, columns, _ in _tables(generate_day(days[0]).head(0), table, labels_table):
             for statement in _create_table(name, columns):
                 conn.execute(statement)
-        for day, frame in _frames(days, seed, drift_start, strength, concept_days):
+        for day, frame in _frames(days, seed, drift_start, strength, concept_days, scale):
             for name, columns, rows in _tables(frame, table, labels_table):
                 conn.executemany(
                     f"INSERT INTO {name} VALUES ({', '.join('?' * len(columns))})",

@@ -6,11 +6,15 @@ headless Chromium and follows a link to a DAG run. Screenshots are kept in ``tes
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from test_ui import CHROMIUM_ARGS, _chromium
 
 from cormorant.config import PROJECT_ROOT
 from cormorant.lake import Lake
+from cormorant.synthetic import rows_for_day
 
 pytestmark = pytest.mark.e2e
 USER, PASSWORD = "ml-lead", secrets.token_urlsafe(16)
@@ -53,7 +58,7 @@ def demo(tmp_path_factory):
         "MLFLOW_TRACKING_PASSWORD": SECRETS["mlflow"],
     }
     with embedded_api_server(home / "demo", users={USER: PASSWORD}, extra_env=env) as server:
-        yield server
+        yield {**server, "demo_stdout": done.stdout}
 
 
 def _get(demo, path, **kwargs):
@@ -251,3 +256,25 @@ def test_the_pages_load_their_script_from_wherever_airflow_is_served(demo):
             assert url.startswith(f"{proxied}/cormorant/"), (path, src, url)
             served = _get(demo, url.removeprefix(f"{proxied}/cormorant"), headers=demo["headers"])
             assert served.status_code == 200 and "javascript" in served.headers["content-type"], url
+
+
+def test_the_demo_says_where_its_time_went_and_the_pipeline_benchmark_reads_it(demo):
+    """`make demo` prints its pipeline time against the compute inside it and where the rest went, and
+    keeps both (what `make bench`'s pipeline benchmark reads): 22 runs, each with its tasks' time, and
+    parts that add up to no more than the wall time."""
+    script = PROJECT_ROOT / "scripts" / "benchmark_pipeline.py"
+    benchmark_pipeline = importlib.util.module_from_spec(
+        spec := importlib.util.spec_from_file_location("benchmark_pipeline", script)
+    )
+    spec.loader.exec_module(benchmark_pipeline)
+    assert re.search(r"pipeline time / compute: [\d.]+x", demo["demo_stdout"])
+    assert re.search(r"Where it went: the tasks [\d.]+ s; .* of 22 run\(s\)", demo["demo_stdout"])
+    kept = json.loads((demo["home"] / "pipeline-time.json").read_text())
+    assert len(kept["runs"]) == 22 and all(run["task_seconds"] > 0 for run in kept["runs"])
+    figures = benchmark_pipeline.figures(demo["home"], demo["demo_stdout"], 1)
+    assert (figures["days"], figures["dag_runs"]) == (4, 22)
+    assert figures["rows"] == sum(rows_for_day(date(2024, 3, 1) + timedelta(days=i)) for i in range(4))
+    assert figures["ratio"] == pytest.approx(figures["seconds"] / figures["compute_seconds"])
+    parts = figures["task_seconds"] + figures["sweep_seconds"] + figures["airflow_seconds"]
+    assert parts + figures["between_runs_seconds"] == pytest.approx(figures["seconds"], abs=0.01)
+    assert 0 <= figures["warm_up_wait_seconds"] <= figures["sweep_seconds"]

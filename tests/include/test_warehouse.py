@@ -42,6 +42,21 @@ def test_drift_knob_shifts_the_distribution():
     assert (drifted["contract_type"] == "monthly").mean() > (calm["contract_type"] == "monthly").mean() + 0.15
 
 
+def test_scale_multiplies_a_days_rows_with_unique_ids_and_the_same_distributions(tmp_path):
+    big = generate_day(DAY, scale=20)
+    assert len(big) == 20 * rows_for_day(DAY) == rows_for_day(DAY, scale=20)
+    assert big["customer_id"].is_unique
+    assert abs(big["churned"].mean() - generate_day(DAY)["churned"].mean()) < 0.05
+    counts = seed_sqlite(tmp_path / "w.db", [DAY, date(2024, 3, 2)], scale=3)
+    assert counts == {d.isoformat(): rows_for_day(d, scale=3) for d in (DAY, date(2024, 3, 2))}
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        (ids,) = conn.execute("SELECT COUNT(DISTINCT customer_id) FROM customer_activity").fetchone()
+    assert ids == sum(counts.values())  # no id shared between days
+    for bad in (0, 77):
+        with pytest.raises(ValueError, match=f"scale={bad}: expected a whole number from 1 to 76"):
+            rows_for_day(DAY, scale=bad)
+
+
 def test_partition_bounds_are_a_half_open_utc_day():
     start, end = partition_bounds("2024-03-01")
     assert (start.isoformat(), end.isoformat()) == ("2024-03-01T00:00:00", "2024-03-02T00:00:00")
