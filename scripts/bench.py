@@ -32,8 +32,12 @@ SIZES = {
     "view": {"quick": [], "full": []},  # the Cormorant view's server time: 365 days, 50 versions
     "pipeline": {"quick": [], "full": []},  # make demo's cormorant run, at the scales below
 }
-# the pipeline's sizes are rows a day, as multiples of the demo's (1: make demo itself)
-PIPELINE_SCALES = {"quick": ["1", "20"], "full": ["1", "20", "60"]}
+# a stage's other arguments, by size: drift's width; the pipeline's sizes, its rows a day as multiples of
+# the demo's (1: make demo itself)
+EXTRA = {
+    "drift": {"quick": ["--features", "10"], "full": ["--features", "10"]},
+    "pipeline": {"quick": ["--scale", "1", "20"], "full": ["--scale", "1", "20", "60"]},
+}
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
 
@@ -73,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in modules:
         if name in args.only:
             print(f"\n== {name} ({size}) ==", flush=True)
-            extra = {"drift": ["--features", "10"], "pipeline": ["--scale", *PIPELINE_SCALES[size]]}
-            extra = extra.get(name, [])
+            extra = EXTRA.get(name, {}).get(size, [])
             rows = ["--rows", *SIZES[name][size]] if SIZES[name][size] else []
             if (result := modules[name].main([*rows, *extra, "--repeat", str(args.repeat)])) is not None:
                 kept[name] = result

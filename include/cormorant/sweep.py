@@ -244,15 +244,13 @@ class TrainerPool:
     def _answer(self, worker: int, key: str) -> dict[str, Any] | None:
         """Worker ``worker``'s next answer holding ``key`` (None if it ended first); the moment it said
         it was ready is kept on the way (:attr:`ready_at`)."""
-        import time
-
         from cormorant.trainer import SERVE_ANSWER
 
         for line in self.workers[worker].stdout:
             if line.startswith(SERVE_ANSWER):
                 answer = json.loads(line[len(SERVE_ANSWER) :])
-                if "ready" in answer:  # a trainer that does not say when: when it was read
-                    self.ready_at[worker] = float(answer.get("at", time.time()))
+                if "ready" in answer:
+                    self.ready_at[worker] = answer["at"]
                 if key in answer:
                     return answer
         return None

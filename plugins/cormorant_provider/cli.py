@@ -197,8 +197,12 @@ def report_time(home: Path, history: list[Any], wall: float, compute: Path) -> N
 
     runs = [asdict(run) for run in history]
     spent = ledger.time_spent(wall, runs)
-    summary = ledger.summarize(compute, wall) if compute.exists() else {"wall_seconds": wall}
-    print("\n" + (ledger.format_summary(summary) if compute.exists() else f"Pipeline time {wall:.0f} s"))
+    if compute.exists():
+        summary = ledger.summarize(compute, wall)
+        print("\n" + ledger.format_summary(summary))
+    else:
+        summary = {"wall_seconds": wall}
+        print(f"\nPipeline time {wall:.0f} s; no compute recorded")
     print(ledger.format_time_spent(spent))
     (home / "pipeline-time.json").write_text(
         json.dumps({"compute": summary, "spent": spent, "runs": runs}, indent=2, default=str)
