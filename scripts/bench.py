@@ -39,10 +39,12 @@ EXTRA = {
     "pipeline": {"quick": ["--scale", "1", "20"], "full": ["--scale", "1", "20", "60"]},
 }
 DOC = ROOT / "docs" / "benchmarks.md"
+GOALS = "goals"  # the latest-run block's first section: every goal's verdict
 START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
 
 
 def main(argv: list[str] | None = None) -> int:
+    import bench_goals
     import benchmark_drift
     import benchmark_extract
     import benchmark_gpu
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import benchmark_trial
     import benchmark_validation
     import benchmark_view
-    from bench_common import keep, machine
+    from bench_common import RESULTS, keep, machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the full sizes")
@@ -99,25 +101,41 @@ def main(argv: list[str] | None = None) -> int:
         f"`benchmarks/results/{k['benchmark']}-{k['at']}.json`)"
         for name, k in kept.items()
     }
+    # this run's goals: from its own results (and the newest GPU run kept, where it has none)
+    goals = goals_section(bench_goals.assess(kept, RESULTS), "this run's sections")
+    print(f"\n{goals}", flush=True)
     keep(
         "bench",
         [{"benchmark": n, "at": k["at"]} for n, k in kept.items()],
-        "\n\n".join([header, *sections.values()]),
+        "\n\n".join([header, goals, *sections.values()]),
     )
     doc = DOC.read_text()
     if START in doc and END in doc and not args.no_docs:
         # a partial run replaces its own sections and keeps the others (each says which run it is from)
         block = doc[doc.index(START) + len(START) : doc.index(END)]
         previous = dict(re.findall(r"(?ms)^### (\S+)\n(.*?)(?=^### |\Z)", block))
+        previous.pop(GOALS, None)  # worked out again below, from the sections as merged
         merged = {**{n: f"### {n}\n{t.rstrip()}" for n, t in previous.items()}, **sections}
         if everything:
             merged = sections
         order = [n for n in modules if n in merged] + [n for n in merged if n not in modules]
-        text = "\n\n".join([header, *(merged[n] for n in order)])
+        shown = "\n\n".join(merged[n] for n in order)
+        verdicts = bench_goals.assess(bench_goals.sections_of(shown, RESULTS), RESULTS)
+        text = "\n\n".join([header, goals_section(verdicts, "the sections below"), shown])
         doc = doc.replace(block, f"\n{text}\n")
         DOC.write_text(doc)
         print(f"docs/benchmarks.md: this run's sections written between the {START} markers")
     return 0
+
+
+def goals_section(verdicts: list, read_off: str) -> str:
+    """The performance issue's goals, each with its verdict, as read off ``read_off``."""
+    import bench_goals
+
+    return (
+        f"### {GOALS}\n\nIssue #11's goals as {read_off} measured them (`scripts/bench_goals.py`; "
+        f"a goal whose sizes the run did not measure says so):\n\n{bench_goals.render(verdicts)}"
+    )
 
 
 if __name__ == "__main__":
