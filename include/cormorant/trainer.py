@@ -266,6 +266,7 @@ def run_trial(spec: ModelSpec, trial: Trial, settings: Settings) -> dict[str, An
 
     started = time.monotonic()
     device = families.device_for(trial.family)
+    families.import_for(trial.family)
     log.info("trial %s: %s %s on %s", trial.trial_id, trial.family, trial.params, device)
     lake = Lake(settings.lake_uri)
     train = load_frames(spec, lake, trial.train_partitions)

@@ -396,6 +396,35 @@ def test_only_an_mlp_trial_imports_torch_to_choose_its_device():
     assert out[0] == "cpu" and out[1] in ("cpu", "cuda") and out[2] == "False"
 
 
+@pytest.mark.parametrize("imported_first", [True, False])
+def test_an_mlps_first_fit_imports_nothing_big_once_its_family_was_imported_for(imported_first):
+    """A trial counts its fits as compute, so what a fresh process's first MLP fit would import
+    (torch's optimisers import ``torch._dynamo`` when first built, about 1 s) is imported with the
+    trial's start-up (``import_for``). Without it, the same fit imports torch._dynamo: what makes
+    ``import_for`` needed, and this test able to fail."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, numpy as np; from cormorant import families\n"
+        f"if {imported_first}: families.import_for('mlp')\n"
+        "import torch; before = set(sys.modules)\n"
+        "X = np.random.default_rng(0).random((64, 3), dtype=np.float32)\n"
+        "y = (X[:, 0] > 0.5).astype(np.float32)\n"
+        "params = {'hidden_units': 4, 'layers': 1, 'epochs': 1, 'learning_rate': 0.01}\n"
+        "families.fit('mlp', X, y, params, classification=True, seed=1, device='cpu')\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    new = json.loads(done.stdout.splitlines()[-1])
+    dynamo = [m for m in new if m.startswith("torch._dynamo")]
+    if imported_first:
+        assert not dynamo and len(new) < 10, new
+    else:
+        assert dynamo, "torch no longer imports torch._dynamo in a first fit: import_for can go"
+
+
 def test_a_trial_fits_with_the_threads_it_was_given(monkeypatch):
     """The local backend divides the machine between the trials it runs at once and a pod states its
     CPU request (CORMORANT_TRIAL_THREADS); without it a trial uses the CPUs it may run on."""
