@@ -39,7 +39,6 @@ EXTRA = {
     "pipeline": {"quick": ["--scale", "1", "20"], "full": ["--scale", "1", "20", "60"]},
 }
 DOC = ROOT / "docs" / "benchmarks.md"
-GOALS = "goals"  # the latest-run block's first section: every goal's verdict
 START, END = "<!-- latest-run:start -->", "<!-- latest-run:end -->"
 
 
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, k in kept.items()
     }
     # this run's goals: from its own results (and the newest GPU run kept, where it has none)
-    goals = goals_section(bench_goals.assess(kept, RESULTS), "this run's sections")
+    goals = bench_goals.section(bench_goals.assess(kept, RESULTS), "this run's sections")
     print(f"\n{goals}", flush=True)
     keep(
         "bench",
@@ -114,28 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         # a partial run replaces its own sections and keeps the others (each says which run it is from)
         block = doc[doc.index(START) + len(START) : doc.index(END)]
         previous = dict(re.findall(r"(?ms)^### (\S+)\n(.*?)(?=^### |\Z)", block))
-        previous.pop(GOALS, None)  # worked out again below, from the sections as merged
+        previous.pop(bench_goals.SECTION, None)  # worked out again below, from the sections as merged
         merged = {**{n: f"### {n}\n{t.rstrip()}" for n, t in previous.items()}, **sections}
         if everything:
             merged = sections
         order = [n for n in modules if n in merged] + [n for n in merged if n not in modules]
         shown = "\n\n".join(merged[n] for n in order)
         verdicts = bench_goals.assess(bench_goals.sections_of(shown, RESULTS), RESULTS)
-        text = "\n\n".join([header, goals_section(verdicts, "the sections below"), shown])
+        text = "\n\n".join([header, bench_goals.section(verdicts, "the sections below"), shown])
         doc = doc.replace(block, f"\n{text}\n")
         DOC.write_text(doc)
         print(f"docs/benchmarks.md: this run's sections written between the {START} markers")
     return 0
-
-
-def goals_section(verdicts: list, read_off: str) -> str:
-    """The performance issue's goals, each with its verdict, as read off ``read_off``."""
-    import bench_goals
-
-    return (
-        f"### {GOALS}\n\nIssue #11's goals as {read_off} measured them (`scripts/bench_goals.py`; "
-        f"a goal whose sizes the run did not measure says so):\n\n{bench_goals.render(verdicts)}"
-    )
 
 
 if __name__ == "__main__":

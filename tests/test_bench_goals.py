@@ -145,6 +145,19 @@ def test_drift_and_extraction_read_their_own_sizes():
     assert "0.90x COPY" in found["6. extraction"].measured
 
 
+@pytest.mark.parametrize(("ours", "shown", "met"), [(84.8, "0.848x", False), (85.0, "0.85x", True)])
+def test_a_ratio_rounding_to_its_limit_shows_which_side_it_is_on(ours, shown, met):
+    rows = [
+        {"rows": n, "method": m, "rows_per_s": rate, "peak_rss_mb": 280}
+        for n in (1_000_000, 10_000_000)
+        for m, rate in (("copy_devnull", 100.0), ("cormorant", ours))
+    ]
+
+    verdict = verdicts({"extract": kept("extract", "T9", rows)})["6. extraction"]
+
+    assert (verdict.met, verdict.measured.split(";")[0]) == (met, f"1M: {shown} COPY")
+
+
 def gpu_run(at: str, family: str, cpu: float, gpu: float) -> dict:
     rows = [
         {"family": family, "device": d, "rows": 10_000_000, "seconds": s, "fit_seconds": s}
@@ -203,3 +216,28 @@ def test_make_bench_writes_the_goals_above_the_sections_it_merged(tmp_path, monk
     drift_line = next(line for line in goals.splitlines() if line.startswith("| 5. drift, speed"))
     assert "not measured" in drift_line  # no Evidently in this run
     assert doc.read_text().endswith("The rest.\n")
+
+
+def test_the_goals_can_be_written_again_from_the_sections_the_docs_show(tmp_path, monkeypatch):
+    """`scripts/bench_goals.py --write` replaces the goals section alone, leaving every figure as it is."""
+    import bench
+    import bench_common
+
+    (tmp_path / "sweep-20261201T000000Z.json").write_text(
+        json.dumps(kept("sweep", "20261201T000000Z", [sweep_row(1.3)]))
+    )
+    sweep = "### sweep\n\n| table |\n\n(`make bench`: `benchmarks/results/sweep-20261201T000000Z.json`)\n"
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(
+        f"<!-- latest-run:start -->\nLatest run\n\n### goals\n\nstale\n\n{sweep}<!-- latest-run:end -->\n"
+    )
+    monkeypatch.setattr(bench_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "DOC", doc)
+
+    assert bench_goals.main(["--write"]) == 0
+
+    text = doc.read_text()
+    assert "stale" not in text and text.count("### goals") == 1
+    assert text.endswith(f"{sweep}<!-- latest-run:end -->\n")
+    line = next(x for x in text.splitlines() if x.startswith("| 1. sweep, warm"))
+    assert "1.30x" in line and "**not met**" in line
