@@ -207,3 +207,47 @@ def test_reading_the_lake_leaves_no_python_buffers_on_pyarrow_threads(lake):
     assert all(on_main for _, on_main in calls), [c for c in calls if not c[1]][:5]
     assert whole.num_rows == streamed == opened.num_rows == many.num_rows == 50_000
     assert whole.column("value").to_pylist()[:3] == [0.0, 0.5, 1.0]
+
+
+def test_writing_a_partition_of_timestamps_does_not_import_pandas(tmp_path):
+    """An extraction's process has no use for pandas, but pyarrow's ``as_py`` imports it for any
+    timestamp (0.2-0.5 s and about 40 MB): the partition's bounds are taken without it. The batches come
+    from Arrow's CSV reader, as a COPY stream's do (building them from Python values imports pandas)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import io, sys
+import pyarrow as pa, pyarrow.csv as csv
+from cormorant.lake import Lake
+text = b"2024-03-01 23:59:59.5+00,1\\n2024-03-01 00:00:00+00,2\\n"
+types = {{"event_ts": pa.timestamp("us", tz="UTC"), "n": pa.int64()}}
+table = csv.read_csv(io.BytesIO(text), read_options=csv.ReadOptions(column_names=list(types)),
+                     convert_options=csv.ConvertOptions(column_types=types))
+lake = Lake({str(tmp_path / "lake")!r})
+m = lake.write_partition("d", "2024-03-01", table.to_batches(), partition_column="event_ts")
+print(m.partition_min, "|", m.partition_max, "|", "pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    lo, hi, pandas = (part.strip() for part in done.stdout.strip().splitlines()[-1].split("|"))
+    assert (lo, hi) == ("2024-03-01 00:00:00+00:00", "2024-03-01 23:59:59.500000+00:00")
+    assert pandas == "False"
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+@pytest.mark.parametrize("tz", [None, "UTC", "America/New_York", "+05:30", "-03:00"])
+def test_a_partitions_timestamp_bounds_are_what_pyarrow_would_give(unit, tz, lake):
+    """The bounds taken without pandas (above) equal ``as_py``'s, before the epoch and across a time
+    change included, and read the same in the manifest."""
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000}[unit]
+    seconds = [-86_401, 0, 1_710_054_000, 1_710_054_000 + 3_600]  # 2024-03-10 07:00 UTC: DST in New York
+    column = pa.array([s * per_second for s in seconds], pa.int64()).cast(pa.timestamp(unit, tz=tz))
+    table = pa.table({"ts": column})
+
+    manifest = lake.write_partition("d", "2024-03-01", table.to_batches(), partition_column="ts")
+
+    assert (manifest.partition_min, manifest.partition_max) == (
+        str(column[0].as_py()),
+        str(column[-1].as_py()),
+    )
