@@ -13,7 +13,6 @@ the ``latest-run`` markers, so the figures the docs show are those of the latest
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if START in doc and END in doc and not args.no_docs:
         # a partial run replaces its own sections and keeps the others (each says which run it is from)
         block = doc[doc.index(START) + len(START) : doc.index(END)]
-        previous = dict(re.findall(r"(?ms)^### (\S+)\n(.*?)(?=^### |\Z)", block))
+        previous = dict(bench_goals.SECTIONS.findall(block))
         previous.pop(bench_goals.SECTION, None)  # worked out again below, from the sections as merged
         merged = {**{n: f"### {n}\n{t.rstrip()}" for n, t in previous.items()}, **sections}
         if everything:

@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "scripts")]
-
 SWEEP_MAX = 1.25  # sweep wall time / (summed trial compute / parallelism)
 TRIAL_FIXED_MAX = 3.0  # seconds of a trial beyond its fitting and scoring
 PIPELINE_MAX = 2.0  # the demo's pipeline time / the compute inside it
@@ -56,10 +53,11 @@ def _source(kept: dict[str, Any] | None) -> str:
 
 
 def _all(checks: Iterable[bool | None]) -> bool | None:
+    """False if any check failed; else None if there were none or any was not measured; else True."""
     checks = list(checks)
-    if not checks or any(c is False for c in checks):
-        return False if checks else None
-    return None if any(c is None for c in checks) else True
+    if False in checks:
+        return False
+    return None if not checks or None in checks else True
 
 
 def _x(ratio: float, limit: float, digits: int) -> str:
@@ -345,6 +343,7 @@ def section(verdicts: list[Verdict], read_off: str) -> str:
     )
 
 
+# a latest-run block's sections as (name, text): how bench.py merges a run into the block, too
 SECTIONS = re.compile(r"(?ms)^### (\S+)\n(.*?)(?=^### |\Z)")
 
 
@@ -374,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = assess(sections_of(block, RESULTS), RESULTS)
     print(render(verdicts))
     if args.write:
-        shown = {name: text for name, text in SECTIONS.findall(block)}
+        shown = dict(SECTIONS.findall(block))
         if SECTION not in shown:
             raise SystemExit(f"{DOC}: no ### {SECTION} section in the latest-run block to replace")
         old = f"### {SECTION}\n{shown[SECTION]}"

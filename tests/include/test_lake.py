@@ -211,7 +211,7 @@ def test_reading_the_lake_leaves_no_python_buffers_on_pyarrow_threads(lake):
 
 def test_writing_a_partition_of_timestamps_does_not_import_pandas(tmp_path):
     """An extraction's process has no use for pandas, but pyarrow's ``as_py`` imports it for any
-    timestamp (0.2-0.5 s and about 40 MB): the partition's bounds are taken without it. The batches come
+    timestamp (about 0.2-0.3 s and 40 MB): the partition's bounds are taken without it. The batches come
     from Arrow's CSV reader, as a COPY stream's do (building them from Python values imports pandas)."""
     import subprocess
     import sys
