@@ -16,9 +16,12 @@ COPY --chown=airflow:root dags/ dags/
 COPY --chown=airflow:root scripts/ scripts/
 RUN pip install --no-cache-dir --no-deps -e .
 
+# Every spec gets a DAG file of its own (cormorant_provider.bundle): one malformed spec is an import error
+# of its own file, and the other specs' DAGs keep running (cormorant.config.dag_bundles writes this value).
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airflow/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
+    AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST='[{"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {}}, {"name": "cormorant-specs", "classpath": "cormorant_provider.bundle.SpecBundle", "kwargs": {"refresh_interval": 10}}]' \
     CORMORANT_SPECS_DIR=/opt/airflow/include/specs
 
 # The trainer image (docker build --target trainer -t cormorant-trainer:0.1.0 .): the trainer CLI with

@@ -220,3 +220,13 @@ def test_the_compose_mlflow_command_refuses_anonymous_clients_and_hides_its_secr
     finally:
         os.killpg(process.pid, 15)
         process.wait(30)
+
+
+def test_the_image_gives_every_spec_a_dag_file_of_its_own():
+    """The image configures the specs bundle exactly as the embedded default does (cormorant.config)."""
+    from cormorant.config import dag_bundles
+
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    found = re.search(r"AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST='([^']+)'", dockerfile)
+    assert found, "the image does not configure the DAG bundles"
+    assert json.loads(found.group(1)) == json.loads(dag_bundles())

@@ -94,11 +94,41 @@ def _served(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://", "databricks"))
 
 
-def embedded_environment(home: Path, *, specs_dir: Path | None = None) -> dict[str, str]:
+def dag_bundles(specs: Path | str | None = None, refresh_interval_s: int = 10) -> str:
+    """``[dag_processor] dag_bundle_config_list`` (JSON): Airflow's dags-folder bundle for hand-written
+    DAGs, and the specs bundle that gives every spec a DAG file of its own
+    (``cormorant_provider.bundle.SpecBundle``; its specs default to ``$CORMORANT_SPECS_DIR``). Its
+    refresh only compares a few small files, so it runs often: a new, fixed or deleted spec shows in
+    Airflow within ``refresh_interval_s``."""
+    import json
+
+    kwargs: dict[str, object] = {"refresh_interval": refresh_interval_s}
+    if specs is not None:
+        kwargs["specs"] = str(specs)
+    return json.dumps(
+        [
+            {
+                "name": "dags-folder",
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {},
+            },
+            {
+                "name": "cormorant-specs",
+                "classpath": "cormorant_provider.bundle.SpecBundle",
+                "kwargs": kwargs,
+            },
+        ]
+    )
+
+
+def embedded_environment(
+    home: Path, *, specs_dir: Path | None = None, spec_file: Path | None = None
+) -> dict[str, str]:
     """Environment variables that run Airflow and Cormorant on one machine under ``home``.
 
     Airflow's metadata database is SQLite, the warehouse is a SQLite file reached through the
-    ``cormorant_warehouse`` connection, the lake is a local folder and MLflow uses a SQLite store.
+    ``cormorant_warehouse`` connection, the lake is a local folder and MLflow uses a SQLite store. The
+    specs bundle holds every spec of ``specs_dir``, or ``spec_file`` alone.
     """
     home = home.resolve()
     warehouse = home / "warehouse.db"
@@ -106,6 +136,8 @@ def embedded_environment(home: Path, *, specs_dir: Path | None = None) -> dict[s
         "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": dag_bundles(spec_file),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(home / "airflow" / "dag-bundles"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",

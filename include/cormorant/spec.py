@@ -352,9 +352,13 @@ class SchedulesSpec(_Strict):
     @field_validator("*")
     @classmethod
     def _cron(cls, v: str) -> str:
-        fields = v.split()
-        if len(fields) != 5:
-            raise ValueError(f"{v!r} is not a five-field cron expression")
+        from croniter import croniter
+
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(
+                f"{v!r} is not a five-field cron expression (minute hour day month weekday, such as "
+                "'0 2 * * *')"
+            )
         return v
 
 
@@ -376,6 +380,24 @@ class ModelSpec(_Strict):
     performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     predict: PredictSpec = Field(default_factory=PredictSpec)
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _start_date(cls, v: Any) -> Any:
+        """A calendar date (``2024-01-01``; YAML may give it as a date), the DAGs' first interval: at
+        midnight in source.timezone."""
+        from datetime import date
+
+        if isinstance(v, date):  # a spec built in Python (a datetime is a date too, and is refused below)
+            v = v.isoformat()
+        if isinstance(v, str):
+            try:
+                date.fromisoformat(v)
+            except ValueError as e:
+                raise ValueError(
+                    f"{v!r} is not a date; expected YYYY-MM-DD, such as '2024-01-01' ({e})"
+                ) from e
+        return v
 
     @field_validator("name")
     @classmethod
@@ -516,10 +538,19 @@ def _problem(err: dict[str, Any]) -> str:
     return err["msg"].removeprefix("Value error, ")
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader, keeping dates and times as the text they were written as: the spec's fields
+    check them and name the field (PyYAML's own conversion of ``2024-02-30`` raises a bare ValueError
+    that names nothing)."""
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
+
+
 def parse_spec(text: str, path: Path | str = "<string>") -> ModelSpec:
     """Parse a spec from YAML text. Raises :class:`SpecError` naming ``path`` and the first bad field."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader
     except yaml.YAMLError as e:
         raise SpecError(path, "<yaml>", f"not valid YAML: {e}") from e
     if not isinstance(raw, dict):

@@ -116,7 +116,8 @@ def _environment(spec: Any, spec_path: Path, home: Path, uri: str | None) -> dic
     name = _conn_env_name(spec.source.conn_id)
     env = {
         k: v
-        for k, v in embedded_environment(home, specs_dir=spec_path.parent).items()
+        # the spec alone in the specs bundle: the other files of its folder are not this run's
+        for k, v in embedded_environment(home, specs_dir=spec_path.parent, spec_file=spec_path).items()
         if not (k.startswith("AIRFLOW_CONN_") and k in os.environ)  # the user's win over the embedded
     }
     if uri:
@@ -162,14 +163,13 @@ def run(args: argparse.Namespace) -> int:
     champion = json.loads(tracking.stdout.strip().splitlines()[-1])["champion"]
 
     from cormorant import ledger
-    from cormorant.config import PROJECT_ROOT
     from cormorant_provider.pipeline import PipelineRunner
 
     compute = home / "compute.jsonl"  # the compute inside this run (cormorant.ledger)
     compute.unlink(missing_ok=True)
     os.environ[ledger.LEDGER_ENV] = str(compute)
     began = time.monotonic()
-    runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=spec.name)
+    runner = PipelineRunner.for_spec(spec.name)
     if "train" in stages:
         runner.start_trainers()  # warm while the first days are ingested and validated
     try:

@@ -19,33 +19,34 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param
 
-from cormorant.spec import FAMILIES, QUALIFIED_IDENTIFIER, ModelSpec, SpecError, discover_specs
+from cormorant.spec import FAMILIES, QUALIFIED_IDENTIFIER, ModelSpec, SpecError
 from cormorant_provider.assets import spec_asset
 
 STAGES = ("ingest", "validate", "labels", "train", "predict", "drift", "performance")
 FAMILY_LABELS = {"linear": "Linear baseline", "xgboost": "XGBoost", "mlp": "PyTorch MLP"}
 
 
-class InvalidSpecsError(ValueError):
-    """Every malformed spec of the specs folder, each with its own problems."""
+class InvalidSpecError(SpecError):
+    """A malformed spec, raised where Airflow records it: as the import error of the spec's own DAG
+    file (:mod:`cormorant_provider.bundle`), naming the spec file and every bad field."""
 
-    def __init__(self, errors: list[SpecError]):
-        self.errors = errors
-        blocks = "\n\n".join(f"[{Path(e.path).name}] {e}" for e in errors)
-        super().__init__(
-            f"{len(errors)} model spec(s) are malformed and have no DAGs; the other specs load:\n\n{blocks}"
+    def __init__(self, error: SpecError):
+        super().__init__(error.path, error.field, error.problem, more=error.problems[1:])
+        self.args = (
+            f"{error}\n\nThis spec has no DAGs until its file is fixed; the other specs' DAGs are not "
+            "affected.",
         )
 
 
 class InvalidSpecDag(DAG):
-    """Stands in for the malformed specs: Airflow records one import error for the DAG file (the
-    importer keys import errors by file, so one per spec would overwrite each other) that lists every
-    malformed spec with its file and every bad field, while the other specs' DAGs load normally."""
+    """Stands in for a malformed spec in its DAG file: the DagBag calls ``validate`` before bagging a
+    DAG, so the error is recorded as the file's import error with its own message (a plain raise at
+    import would record a traceback through Airflow's importer)."""
 
-    spec_errors: list[SpecError] = []
+    spec_error: SpecError | None = None
 
-    def validate(self) -> None:  # called by the DagBag before bagging
-        raise InvalidSpecsError(self.spec_errors or [SpecError("<unknown>", "<root>", "invalid spec")])
+    def validate(self) -> None:
+        raise InvalidSpecError(self.spec_error or SpecError("<unknown>", "<root>", "invalid spec"))
 
 
 def _partition_param() -> Param:
@@ -345,27 +346,31 @@ def _check_and_signal(check: Any, signal: str, retrain: Any) -> None:
     )
 
 
-def load_dags(specs_dir: Path | str | None = None) -> dict[str, DAG]:
-    """Every spec's DAGs; a malformed spec becomes an import error without affecting the others."""
+def spec_dags(spec_path: Path | str) -> dict[str, DAG]:
+    """The DAGs of one spec file, keyed by dag_id: what its loader in the specs bundle exposes. A
+    malformed spec gives one placeholder whose validation raises :class:`InvalidSpecError`."""
     from cormorant.config import Settings
+    from cormorant.spec import load_spec
 
-    settings = Settings.from_env()
-    dags: dict[str, DAG] = {}
-    broken: list[SpecError] = []
-    for path, spec in discover_specs(specs_dir or settings.specs_dir).items():
-        if isinstance(spec, SpecError):
-            broken.append(spec)
-            continue
-        dags.update(
-            build_spec_dags(
-                spec,
-                path,
-                trial_backend=settings.trial_backend,
-                trial_retry_delay_s=settings.trial_retry_delay_s,
-            )
+    path = Path(spec_path)
+    try:
+        twin = path.with_suffix(".yaml")
+        if path.suffix == ".yml" and twin.exists():
+            raise SpecError(path, "<file>", f"{twin.name} defines the same spec; keep one of the two files")
+        spec = load_spec(path)
+    except SpecError as e:
+        placeholder = InvalidSpecDag(
+            dag_id=f"cormorant_invalid_spec__{_dag_id_part(path.stem)}", schedule=None
         )
-    if broken:
-        placeholder = InvalidSpecDag(dag_id="cormorant_invalid_specs", schedule=None)
-        placeholder.spec_errors = broken
-        dags[placeholder.dag_id] = placeholder
-    return dags
+        placeholder.spec_error = e
+        return {placeholder.dag_id: placeholder}
+    settings = Settings.from_env()
+    return build_spec_dags(
+        spec, path, trial_backend=settings.trial_backend, trial_retry_delay_s=settings.trial_retry_delay_s
+    )
+
+
+def _dag_id_part(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:200] or "spec"

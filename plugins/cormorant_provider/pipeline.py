@@ -88,12 +88,20 @@ class PipelineRunner:
             self.trainers = None
 
     @classmethod
-    def from_dag_folder(cls, folder: Path | str, spec_name: str) -> PipelineRunner:
+    def for_spec(cls, spec_name: str) -> PipelineRunner:
+        """The spec's DAGs as Airflow loads them: from the spec's own DAG file in the specs bundle
+        (:mod:`cormorant_provider.bundle`), so another spec's malformed file changes nothing here."""
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
         from airflow.dag_processing.dagbag import DagBag
 
-        bag = DagBag(str(folder))
-        if bag.import_errors:
-            raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+        from cormorant_provider.bundle import BUNDLE_NAME
+
+        bundle = DagBundlesManager().get_bundle(BUNDLE_NAME)
+        bundle.initialize()
+        loader = bundle.path / f"{spec_name}.py"
+        bag = DagBag(str(loader), bundle_path=bundle.path, bundle_name=bundle.name)
+        if bag.import_errors or not bag.dags:
+            raise RuntimeError(f"spec {spec_name!r} has no DAGs: {bag.import_errors or 'no spec file'}")
         return cls(bag.dags, spec_name)
 
     def run(

@@ -13,7 +13,7 @@ import pytest
 
 from cormorant.config import PROJECT_ROOT
 
-DAGS = PROJECT_ROOT / "dags"
+SPECS = PROJECT_ROOT / "include" / "specs"
 STAGES = ("ingest", "validate", "train", "predict", "drift", "performance")
 HEAVY = {
     "pandas",
@@ -33,11 +33,48 @@ HEAVY = {
 }
 
 
+def _bundle_folder(specs: Path, folder: Path) -> Path:
+    """The specs bundle's DAG files for ``specs``, written into ``folder`` as the DAG processor does."""
+    from cormorant_provider.bundle import SpecBundle
+
+    bundle = SpecBundle(name="cormorant-specs", specs=str(specs), path=str(folder))
+    bundle.initialize()
+    return bundle.path
+
+
 @pytest.fixture(scope="module")
-def dagbag():
+def bundle(tmp_path_factory) -> Path:
+    return _bundle_folder(SPECS, tmp_path_factory.mktemp("loaders"))
+
+
+@pytest.fixture(scope="module")
+def dagbag(bundle):
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(str(DAGS))
+    return DagBag(str(bundle), bundle_path=bundle, bundle_name="cormorant-specs")
+
+
+def _parse_in_a_fresh_process(folder: Path, env: dict[str, str] | None = None) -> dict:
+    """DagBag of ``folder`` in a new interpreter (as a DAG processor's parser): the DAG ids, the import
+    errors by file, and the heavy libraries the parse imported."""
+    probe = f"""
+import json, sys
+import airflow.sdk  # Airflow itself is loaded by every parser process already
+from pathlib import Path
+from airflow.dag_processing.dagbag import DagBag
+before = set(sys.modules)
+bag = DagBag({str(folder)!r}, bundle_path=Path({str(folder)!r}), bundle_name="cormorant-specs")
+heavy = sorted({{m.split('.')[0] for m in set(sys.modules) - before}} & set({sorted(HEAVY)!r}))
+print(json.dumps({{"dags": sorted(bag.dag_ids), "errors": bag.import_errors, "heavy": heavy}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_no_import_errors(dagbag):
@@ -134,82 +171,102 @@ def _module_level_imports(path: Path) -> set[str]:
     return names
 
 
-def test_no_heavy_library_at_module_level_of_dag_or_plugin_files():
-    files = [*DAGS.rglob("*.py"), *(PROJECT_ROOT / "plugins").rglob("*.py")]
+def test_no_heavy_library_at_module_level_of_dag_or_plugin_files(bundle):
+    files = [
+        *bundle.glob("*.py"),
+        *(PROJECT_ROOT / "dags").rglob("*.py"),
+        *(PROJECT_ROOT / "plugins").rglob("*.py"),
+    ]
     assert files
-    offenders = {str(f.relative_to(PROJECT_ROOT)): sorted(_module_level_imports(f) & HEAVY) for f in files}
+    offenders = {f.name: sorted(_module_level_imports(f) & HEAVY) for f in files}
     assert {f: h for f, h in offenders.items() if h} == {}
 
 
-def test_parsing_the_dag_file_is_fast_and_imports_nothing_heavy():
-    probe = f"""
-import json, sys, time
-import airflow.sdk  # Airflow itself is loaded by every parser process already
-from airflow.dag_processing.dagbag import DagBag
-before = set(sys.modules)
-started = time.perf_counter()
-bag = DagBag({str(DAGS)!r})
-elapsed = time.perf_counter() - started
-heavy = sorted({{m.split('.')[0] for m in set(sys.modules) - before}} & set({sorted(HEAVY)!r}))
-errors = list(bag.import_errors)
-print(json.dumps({{"seconds": elapsed, "heavy": heavy, "dags": len(bag.dags), "errors": errors}}))
-"""
-    out = (
-        subprocess.run(
-            [sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=os.environ.copy()
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    result = json.loads(out)
-    assert result["errors"] == []
-    assert result["dags"] >= 5
+def test_every_spec_has_a_dag_file_of_its_own_which_imports_nothing_heavy(bundle):
+    assert sorted(p.name for p in bundle.glob("*.py")) == sorted(f"{p.stem}.py" for p in SPECS.glob("*.yaml"))
+    result = _parse_in_a_fresh_process(bundle)
+    assert result["errors"] == {}
+    assert len(result["dags"]) >= 6
     assert result["heavy"] == []
-    assert result["seconds"] < 1.0, f"parsing took {result['seconds']:.2f}s"
 
 
-def test_every_malformed_spec_is_in_the_import_error_naming_file_and_field(tmp_path):
-    (tmp_path / "churn.yaml").write_text((PROJECT_ROOT / "include" / "specs" / "churn.yaml").read_text())
-    (tmp_path / "fraud.yaml").write_text(
-        (PROJECT_ROOT / "include" / "specs" / "churn.yaml")
-        .read_text()
-        .replace("name: churn", "name: fraud")
-        .replace("metric: roc_auc", "metric: accuracy_score")
+def _spec_variant(name: str, *replacements: tuple[str, str]) -> str:
+    text = (SPECS / "churn.yaml").read_text().replace("name: churn", f"name: {name}")
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def test_a_malformed_spec_is_an_import_error_of_its_own_file_and_the_others_load(tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "churn.yaml").write_text((SPECS / "churn.yaml").read_text())
+    (specs / "fraud.yaml").write_text(_spec_variant("fraud", ("metric: roc_auc", "metric: accuracy_score")))
+    (specs / "leads.yaml").write_text(
+        _spec_variant("leads", ("partition_column: event_ts", "partiton_column: event_ts"))
     )
-    (tmp_path / "leads.yaml").write_text(
-        (PROJECT_ROOT / "include" / "specs" / "churn.yaml")
-        .read_text()
-        .replace("name: churn", "name: leads")
-        .replace("partition_column: event_ts", "partiton_column: event_ts")
+    # a start date that is no date raised pendulum's own ParserError, naming nothing, from the one DAG
+    # file of every spec; now it names the field, in its own file
+    (specs / "promo.yaml").write_text(
+        _spec_variant("promo", ('start_date: "2024-01-01"', 'start_date: "2024-13-45"'))
     )
-    probe = f"""
-import json
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag({str(DAGS)!r})
-print(json.dumps({{"dags": sorted(bag.dag_ids), "errors": bag.import_errors}}))
-"""
-    env = {**os.environ, "CORMORANT_SPECS_DIR": str(tmp_path)}
-    out = (
-        subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env)
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    result = json.loads(out)
+    (specs / "churn.yml").write_text((SPECS / "churn.yaml").read_text())  # the same spec twice
+    result = _parse_in_a_fresh_process(_bundle_folder(specs, tmp_path / "loaders"))
+    assert [d for d in result["dags"] if not d.startswith("churn__")] == []
     assert [d for d in result["dags"] if d.startswith("churn__")] == sorted(f"churn__{s}" for s in STAGES)
-    assert not [d for d in result["dags"] if "fraud" in d or "leads" in d]
-    # Import errors are keyed by DAG file, so both malformed specs must be in the one error, each with
-    # its own problems (before, the second overwrote the first).
-    (error,) = result["errors"].values()
-    assert "2 model spec(s) are malformed" in error
-    assert "[fraud.yaml]" in error and "training.metric 'accuracy_score'" in error
-    assert "[leads.yaml]" in error and "field 'source.partiton_column': unknown field; did you mean" in error
+    errors = result["errors"]
+    assert sorted(errors) == ["churn__yml.py", "fraud.py", "leads.py", "promo.py"]
+    assert "fraud.yaml': field 'training.metric'" not in errors["fraud.py"]  # one spec's error, not a list
+    assert "InvalidSpecError: model spec" in errors["fraud.py"]
+    assert "fraud.yaml" in errors["fraud.py"] and "training.metric 'accuracy_score'" in errors["fraud.py"]
+    assert "leads.yaml" in errors["leads.py"]
+    assert (
+        "field 'source.partiton_column': unknown field; did you mean 'partition_column'?"
+        in errors["leads.py"]
+    )
+    assert "field 'source.partition_column': required field is missing" in errors["leads.py"]
+    assert "field 'start_date': '2024-13-45' is not a date; expected YYYY-MM-DD" in errors["promo.py"]
+    assert "churn.yaml defines the same spec; keep one of the two files" in errors["churn__yml.py"]
+    for error in errors.values():
+        assert "the other specs' DAGs are not affected" in error
 
 
-def test_kubernetes_backend_runs_trials_as_pods_in_the_gpu_pool():
+def test_the_specs_bundle_follows_the_specs_folder(tmp_path):
+    """A new spec gets its DAG file, a changed one a rewritten file (so the DAG processor parses it again
+    at once), a deleted one loses its file (which retires its DAGs), and an unchanged one keeps its file
+    untouched; a specs folder that is not there removes nothing."""
+    from cormorant_provider.bundle import sync_loaders
+
+    specs, loaders = tmp_path / "specs", tmp_path / "loaders"
+    specs.mkdir()
+    (specs / "churn.yaml").write_text((SPECS / "churn.yaml").read_text())
+    (specs / "fraud.yaml").write_text(_spec_variant("fraud"))
+    assert sorted(sync_loaders(specs, loaders)) == ["churn.py", "fraud.py"]
+    churn, fraud = (loaders / "churn.py").stat().st_mtime_ns, (loaders / "fraud.py").read_text()
+    assert str((specs / "fraud.yaml").resolve()) in fraud
+
+    (specs / "fraud.yaml").write_text(_spec_variant("fraud", ("window_days: 7", "window_days: 8")))
+    (specs / "leads.yaml").write_text(_spec_variant("leads"))
+    (specs / "notes.txt").write_text("not a spec")
+    assert sorted(sync_loaders(specs, loaders)) == ["churn.py", "fraud.py", "leads.py"]
+    assert (loaders / "fraud.py").read_text() != fraud
+    assert (loaders / "churn.py").stat().st_mtime_ns == churn
+
+    (specs / "fraud.yaml").unlink()
+    assert sorted(sync_loaders(specs, loaders)) == ["churn.py", "leads.py"]
+    assert sorted(p.name for p in loaders.iterdir()) == ["churn.py", "leads.py"]
+
+    with pytest.raises(FileNotFoundError, match="CORMORANT_SPECS_DIR"):
+        sync_loaders(tmp_path / "unmounted", loaders)
+    assert sorted(p.name for p in loaders.iterdir()) == ["churn.py", "leads.py"]
+
+
+def test_kubernetes_backend_runs_trials_as_pods_in_the_gpu_pool(bundle):
     probe = f"""
 import json
 from airflow.dag_processing.dagbag import DagBag
-bag = DagBag({str(DAGS)!r})
+bag = DagBag({str(bundle)!r})
 trial = bag.dags["churn__train"].task_dict["trial"]
 print(json.dumps({{"errors": list(bag.import_errors), "class": trial.operator_class.__name__
                   if hasattr(trial, "operator_class") else type(trial).__name__,

@@ -74,7 +74,7 @@ def env(airflow_db, tmp_path_factory):
         conn.commit()
         mp.setenv("AIRFLOW_CONN_BADIN_WAREHOUSE", pg_connection(database))
         mp.setenv("CORMORANT_SPECS_DIR", str(specs))
-        runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=SPEC)
+        runner = PipelineRunner.for_spec(SPEC)
         for day in (D1, D2, D3):
             runner.run("ingest", day)
             runner.run("validate", day)
@@ -334,7 +334,7 @@ def test_a_label_with_one_class_is_refused_before_any_trial(env, capfd):
 
 # -- specs, params and conf -----------------------------------------------------------------------------
 def test_misspelled_and_mistyped_spec_fields_are_all_named_and_the_other_specs_load(env, tmp_path):
-    from cormorant_provider.dag_factory import InvalidSpecsError, load_dags
+    from cormorant_provider.dag_factory import InvalidSpecError, spec_dags
 
     text = _spec_text()
     (tmp_path / f"{SPEC}.yaml").write_text(text)
@@ -343,12 +343,12 @@ def test_misspelled_and_mistyped_spec_fields_are_all_named_and_the_other_specs_l
         .replace("partition_column:", "partiton_column:")
         .replace("window_days: 7", "window_days: a week")
     )
-    dags = load_dags(tmp_path)
-    assert f"{SPEC}__ingest" in dags and not [d for d in dags if d.startswith("typo__")]
-    with pytest.raises(InvalidSpecsError) as info:
-        dags["cormorant_invalid_specs"].validate()
+    assert f"{SPEC}__ingest" in spec_dags(tmp_path / f"{SPEC}.yaml")
+    (placeholder,) = spec_dags(tmp_path / "typo.yaml").values()
+    with pytest.raises(InvalidSpecError) as info:
+        placeholder.validate()
     message = str(info.value)
-    assert "[typo.yaml]" in message
+    assert "typo.yaml" in message
     assert "field 'source.partiton_column': unknown field; did you mean 'partition_column'?" in message
     assert "field 'source.partition_column': required field is missing" in message
     assert "field 'training.window_days': Input should be a valid integer" in message

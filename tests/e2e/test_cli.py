@@ -112,11 +112,22 @@ def test_a_bad_spec_and_an_unreachable_warehouse_exit_2_and_write_nothing(tmp_pa
 
 
 def test_run_executes_the_real_dags_for_each_day_and_summary_reads_them_back(warehouse, tmp_path):
+    """...from a specs folder where another team's spec is malformed: that spec is not this run's (it
+    exited with a traceback naming the other file before)."""
     uri, _ = warehouse
     home = tmp_path / "home"
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    spec = specs / "churn.yaml"
+    spec.write_text(SPEC.read_text())
+    (specs / "leads.yaml").write_text(
+        SPEC.read_text()
+        .replace("name: churn", "name: leads")
+        .replace("partition_column:", "partiton_column:")
+    )
     done = _cormorant(
         "run",
-        str(SPEC),
+        str(spec),
         "--from",
         "2024-03-01",
         "--to",
@@ -148,7 +159,8 @@ def test_run_executes_the_real_dags_for_each_day_and_summary_reads_them_back(war
     assert [run["dag_id"] for run in kept["runs"]] == ["churn__ingest", "churn__validate"] * 2
     assert all(0 < run["task_seconds"] <= run["seconds"] for run in kept["runs"])
     assert kept["spent"]["runs"] == 4
-    summary = _cormorant("summary", str(SPEC), "--home", str(home))
+    assert "leads" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    summary = _cormorant("summary", str(spec), "--home", str(home))
     assert summary.returncode == 0, summary.stderr
     assert re.search(rf"2024-03-02\s+{rows_for_day(date(2024, 3, 2))}\s+passed", summary.stdout), (
         summary.stdout

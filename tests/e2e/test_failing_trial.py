@@ -39,7 +39,7 @@ def test_a_failing_trial_fails_at_once_says_why_and_the_others_still_compete(
     (specs / "churnbad.yaml").write_text(text)
     monkeypatch.setenv("CORMORANT_SPECS_DIR", str(specs))
 
-    runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name="churnbad")
+    runner = PipelineRunner.for_spec("churnbad")
     for day in ("2024-03-01", "2024-03-02"):
         runner.run("ingest", day)
         runner.run("validate", day)

@@ -50,7 +50,7 @@ def env(airflow_db, tmp_path_factory):
         seed_postgres(conn, DAYS, labels_table="churn_labels", label_days=[], concept_days=SHIFTED)
         mp.setenv("AIRFLOW_CONN_LATELAB_WAREHOUSE", pg_connection(database))
         mp.setenv("CORMORANT_SPECS_DIR", str(specs))
-        runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name=SPEC)
+        runner = PipelineRunner.for_spec(SPEC)
         settings = Settings.from_env()
         yield {"runner": runner, "conn": conn, "lake": Lake(settings.lake_uri), "settings": settings}
         conn.close()

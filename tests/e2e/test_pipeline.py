@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cormorant.config import PROJECT_ROOT, Settings
+from cormorant.config import Settings
 from cormorant.inference import predictions_dataset
 from cormorant.lake import Lake
 from cormorant.synthetic import rows_for_day, seed_sqlite
@@ -34,7 +34,7 @@ def runner(airflow_db, settings):
     from cormorant_provider.pipeline import PipelineRunner
 
     seed_sqlite(settings.home / "warehouse.db", DAYS)
-    runner = PipelineRunner.from_dag_folder(PROJECT_ROOT / "dags", spec_name="churn")
+    runner = PipelineRunner.for_spec("churn")
     runner.start_trainers()  # as `cormorant run` does: warm trainer processes for the sweeps
     for day in (D1, D2):
         runner.run("ingest", day)
@@ -64,7 +64,7 @@ def client(settings):
 def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner, monkeypatch):
     """dag.test() parses the DAG folder again and writes every DAG of it to the database on each call
     (apache/airflow#64884); the runner skips that while nothing the parse reads has changed, and does it
-    again once something has (here, the DAG file's modification time)."""
+    again once something has (here, the spec file's modification time, which its DAG file follows)."""
     from airflow.dag_processing import dagbag
 
     from cormorant_provider.pipeline import PipelineRunner
@@ -75,7 +75,7 @@ def test_a_run_parses_and_writes_the_dag_bundle_only_when_it_has_changed(runner,
     runner.run("drift", D2)
     assert synced == []
 
-    dag_file = PROJECT_ROOT / "dags" / "cormorant_pipelines.py"
+    dag_file = Path(Settings.from_env().specs_dir) / "churn.yaml"
     stat = dag_file.stat()
     os.utime(dag_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     try:

@@ -53,6 +53,9 @@ def test_example_spec_parses_with_its_columns(example_spec):
             "not a plain SQL identifier",
         ),
         (lambda r: r["schedules"].update(train="nightly"), "schedules.train", "five-field cron"),
+        (lambda r: r["schedules"].update(train="61 2 * * *"), "schedules.train", "five-field cron"),
+        (lambda r: r.update(start_date="2024-13-45"), "start_date", "is not a date; expected YYYY-MM-DD"),
+        (lambda r: r.update(start_date="2024-01-01T05:00"), "start_date", "is not a date"),
         (lambda r: r.update(name="other"), "name", "must match the file name"),
         (
             lambda r: r.update(promotion={"slices": ["segment", "churned"]}),
@@ -112,3 +115,18 @@ def test_a_mistyped_field_says_what_was_expected():
     problems = dict(info.value.problems)
     assert "valid integer" in problems["training.window_days"]
     assert "greater than or equal to 0" in problems["validation.min_rows"]
+
+
+@pytest.mark.parametrize(
+    ("written", "found"),
+    [("2024-02-30", "'start_date': '2024-02-30' is not a date"), ("2024-03-01", None)],
+)
+def test_an_unquoted_start_date_is_checked_as_the_field_it_is(written, found):
+    """YAML reads an unquoted 2024-02-30 as a timestamp, and PyYAML's conversion of it raised a bare
+    ValueError naming no file and no field."""
+    text = EXAMPLE_SPEC.read_text().replace('start_date: "2024-01-01"', f"start_date: {written}")
+    if found is None:
+        assert parse_spec(text, "churn.yaml").start_date == written
+    else:
+        with pytest.raises(SpecError, match=found):
+            parse_spec(text, "churn.yaml")
