@@ -37,6 +37,8 @@ class Settings:
     # where trials keep the MLP's exported ONNX graph per architecture (cormorant.graph_cache): a folder
     # or a URI; None: off
     graph_cache: str | None = None
+    # where people open MLflow's UI (the view links there); None: the tracking URI when it is a server
+    mlflow_ui_url: str | None = None
 
     @property
     def mlflow_served(self) -> bool:
@@ -74,6 +76,7 @@ class Settings:
             trial_backend=backend,
             trial_retry_delay_s=int(env.get("CORMORANT_TRIAL_RETRY_DELAY_S", "60")),
             graph_cache=_graph_cache(env.get("CORMORANT_GRAPH_CACHE"), home, lake_uri),
+            mlflow_ui_url=env.get("CORMORANT_MLFLOW_UI_URL") or None,
         )
 
 
@@ -186,6 +189,9 @@ class KubernetesSettings:
     startup_timeout_s: int
     schedule_timeout_s: int
     run_as_user: int
+    # a ConfigMap holding the spec files, mounted where the image keeps them (None: the image's own)
+    specs_config_map: str | None = None
+    scratch_size: str = "10Gi"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KubernetesSettings:
@@ -211,4 +217,6 @@ class KubernetesSettings:
             startup_timeout_s=int(env.get("CORMORANT_K8S_STARTUP_TIMEOUT_S", "600")),
             schedule_timeout_s=int(env.get("CORMORANT_K8S_SCHEDULE_TIMEOUT_S", "1800")),
             run_as_user=int(env.get("CORMORANT_K8S_RUN_AS_USER", "50000")),
+            specs_config_map=env.get("CORMORANT_K8S_SPECS_CONFIGMAP") or None,
+            scratch_size=env.get("CORMORANT_K8S_SCRATCH_SIZE", "10Gi"),
         )

@@ -21,6 +21,8 @@ from cormorant.errors import CormorantError
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 QUALIFIED_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 SPEC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# a spec's DAGs, one per stage, each named ``<spec>__<stage>`` (``labels`` only when labels arrive later)
+STAGES = ("ingest", "validate", "labels", "train", "predict", "drift", "performance")
 
 # metric -> True when larger is better
 METRICS: dict[str, dict[str, bool]] = {
@@ -68,13 +70,16 @@ class SpecError(CormorantError, ValueError):
     ):
         self.path, self.field, self.problem = str(path), field, problem
         self.problems = [(field, problem), *(more or [])]
+        super().__init__(self.describe(self.path))
+
+    def describe(self, path: str) -> str:
+        """The message, naming the file as ``path`` (the file name alone where a server's folders must
+        not show)."""
         if len(self.problems) == 1:
-            message = f"model spec {self.path}: field '{field}': {problem}"
-        else:
-            message = f"model spec {self.path}: {len(self.problems)} problems:\n" + "\n".join(
-                f"- field '{f}': {p}" for f, p in self.problems
-            )
-        super().__init__(message)
+            return f"model spec {path}: field '{self.field}': {self.problem}"
+        return f"model spec {path}: {len(self.problems)} problems:\n" + "\n".join(
+            f"- field '{f}': {p}" for f, p in self.problems
+        )
 
 
 class _Strict(BaseModel):
@@ -468,6 +473,14 @@ class ModelSpec(_Strict):
         """Labels come in the feature rows, known when the features land (no delay, no label source)."""
         return self.target.available_after_days == 0 and self.target.source is None
 
+    def dag_id(self, stage: str) -> str:
+        return f"{self.name}__{stage}"
+
+    @property
+    def dag_ids(self) -> list[str]:
+        """The ids of this spec's DAGs, one per stage it has."""
+        return [self.dag_id(s) for s in STAGES if s != "labels" or not self.labels_inline]
+
     @property
     def is_classification(self) -> bool:
         return self.target.task == "binary_classification"
@@ -575,6 +588,11 @@ def load_spec(path: Path | str) -> ModelSpec:
     except OSError as e:
         raise SpecError(path, "<file>", f"cannot be read: {e}") from e
     return parse_spec(text, path)
+
+
+def invalid_spec_dag_id(path: Path | str) -> str:
+    """The DAG id that stands in for a malformed spec's file (its import error is the file's)."""
+    return "cormorant_invalid_spec__" + (re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:200] or "spec")
 
 
 def discover_specs(specs_dir: Path | str) -> dict[Path, ModelSpec | SpecError]:

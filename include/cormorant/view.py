@@ -17,13 +17,14 @@ when the tracking URI is a server (credentials removed), and each report through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from cormorant.config import Settings
 from cormorant.lake import Lake
-from cormorant.spec import ModelSpec, SpecError, discover_specs
+from cormorant.spec import ModelSpec, SpecError, discover_specs, invalid_spec_dag_id
 
 GREEN, AMBER, RED = "green", "amber", "red"
 REPORTS = ("validation", "drift", "performance")  # the reports a day links to (see :func:`report`)
@@ -76,7 +77,7 @@ def _day(spec: ModelSpec, lake: Lake, day: str, found: dict[str, Any]) -> dict[s
 def _mlflow_ui(settings: Settings) -> str | None:
     from cormorant.lineage import without_credentials
 
-    uri = settings.mlflow_tracking_uri
+    uri = settings.mlflow_ui_url or settings.mlflow_tracking_uri
     return without_credentials(uri).rstrip("/") if uri.startswith(("http://", "https://")) else None
 
 
@@ -195,16 +196,40 @@ def summarize(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[str, Any]
     }
 
 
-def use_cases(settings: Settings, lake: Lake) -> dict[str, Any]:
-    """The list page: every spec in ``settings.specs_dir`` (see the module docstring)."""
-    found = discover_specs(settings.specs_dir)
+def use_cases(
+    settings: Settings, lake: Lake, readable: Callable[[set[str]], set[str]] | None = None
+) -> dict[str, Any]:
+    """The list page: every spec in ``settings.specs_dir`` (see the module docstring).
+
+    ``readable`` filters DAG ids to those the viewer may read (the auth manager's); a use case shows only
+    when all of its DAGs are readable, a broken spec only when the DAG id its file stands for is. Broken
+    specs name their file, never the folder it lies in.
+    """
+    found = visible_specs(settings, readable)
     specs = [s for s in found.values() if not isinstance(s, SpecError)]
     broken = [
-        {"file": Path(path).name, "error": str(error)}
+        {"file": path.name, "error": error.describe(path.name)}
         for path, error in found.items()
         if isinstance(error, SpecError)
     ]
     return {"use_cases": [summarize(s, lake, settings) for s in specs], "broken": broken}
+
+
+def spec_dag_ids(path: Path, spec: ModelSpec | SpecError) -> list[str]:
+    """The DAG ids a spec file stands for: its DAGs, or its placeholder when it is malformed."""
+    return [invalid_spec_dag_id(path)] if isinstance(spec, SpecError) else spec.dag_ids
+
+
+def visible_specs(
+    settings: Settings, readable: Callable[[set[str]], set[str]] | None = None
+) -> dict[Path, ModelSpec | SpecError]:
+    """The spec files (parsed, or their error) whose DAGs ``readable`` lets the viewer read (all of them
+    with no ``readable``)."""
+    found = discover_specs(settings.specs_dir)
+    if readable is None:
+        return found
+    allowed = readable({d for path, spec in found.items() for d in spec_dag_ids(path, spec)})
+    return {p: s for p, s in found.items() if set(spec_dag_ids(p, s)) <= allowed}
 
 
 def find_spec(settings: Settings, name: str) -> ModelSpec | None:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cormorant.errors import first_line
+from cormorant.spec import STAGES
 
-STAGES = ("ingest", "validate", "labels", "train", "predict", "drift", "performance")
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 

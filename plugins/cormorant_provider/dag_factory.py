@@ -19,10 +19,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, Param
 
-from cormorant.spec import FAMILIES, QUALIFIED_IDENTIFIER, ModelSpec, SpecError
+from cormorant.spec import FAMILIES, QUALIFIED_IDENTIFIER, ModelSpec, SpecError, invalid_spec_dag_id
 from cormorant_provider.assets import spec_asset
 
-STAGES = ("ingest", "validate", "labels", "train", "predict", "drift", "performance")
 FAMILY_LABELS = {"linear": "Linear baseline", "xgboost": "XGBoost", "mlp": "PyTorch MLP"}
 
 
@@ -64,7 +63,7 @@ def _dag(
     spec: ModelSpec, spec_path: Path, stage: str, schedule: Any, params: dict[str, Param], doc: str
 ) -> DAG:
     return DAG(
-        dag_id=f"{spec.name}__{stage}",
+        dag_id=spec.dag_id(stage),
         description=f"{spec.name}: {doc.splitlines()[0]}",
         doc_md=f"### {spec.name} · {stage}\n\n{doc}\n\nSpec: `{spec_path.name}`. {spec.description}",
         schedule=schedule,
@@ -359,18 +358,10 @@ def spec_dags(spec_path: Path | str) -> dict[str, DAG]:
             raise SpecError(path, "<file>", f"{twin.name} defines the same spec; keep one of the two files")
         spec = load_spec(path)
     except SpecError as e:
-        placeholder = InvalidSpecDag(
-            dag_id=f"cormorant_invalid_spec__{_dag_id_part(path.stem)}", schedule=None
-        )
+        placeholder = InvalidSpecDag(dag_id=invalid_spec_dag_id(path), schedule=None)
         placeholder.spec_error = e
         return {placeholder.dag_id: placeholder}
     settings = Settings.from_env()
     return build_spec_dags(
         spec, path, trial_backend=settings.trial_backend, trial_retry_delay_s=settings.trial_retry_delay_s
     )
-
-
-def _dag_id_part(text: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:200] or "spec"

@@ -10,11 +10,16 @@ API server under ``/cormorant``) and a navigation entry that shows it in the UI.
 
 Airflow does not protect a plugin's FastAPI app by itself: every route here requires an authenticated
 Airflow user, through Airflow's own ``get_user`` (a Bearer token as for the REST API, or the UI's
-session cookie), and answers 401 otherwise. Every route is a GET: nothing here changes anything.
+session cookie), and answers 401 otherwise. What a user sees is what Airflow's auth manager lets them
+read: a use case only when every one of its DAGs passes ``filter_authorized_dag_ids`` (GET), a broken
+spec only when the DAG id its file stands for does; its page, panels and reports answer 403 otherwise,
+and every page 403 to a user who may read none of Cormorant's DAGs (as Airflow's REST API does). Every
+route is a GET: nothing here changes anything.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -63,18 +68,47 @@ def _settings_and_lake() -> tuple[Any, Any]:
     return settings, airflow_lake(settings)
 
 
-def _spec(settings: Any, name: str) -> Any:
+def _readable(user: Any) -> Callable[[set[str]], set[str]]:
+    """Filters DAG ids to those the auth manager lets ``user`` read."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager = get_auth_manager()
+    return lambda dag_ids: manager.filter_authorized_dag_ids(dag_ids=dag_ids, user=user, method="GET")
+
+
+def _visible(settings: Any, user: Any) -> dict[Path, Any]:
+    """The spec files this user may see; 403 when there are specs and the user may read none of them."""
+    from cormorant.view import visible_specs
+
+    found = visible_specs(settings, _readable(user))
+    if not found and visible_specs(settings):
+        raise HTTPException(status_code=403, detail="you may read none of the Cormorant use cases' DAGs")
+    return found
+
+
+def _spec(settings: Any, name: str, user: Any) -> Any:
+    from cormorant.spec import SpecError
     from cormorant.view import find_spec
 
     spec = find_spec(settings, name)
     if spec is None:
         raise HTTPException(status_code=404, detail=f"no use case named {name!r}")
+    allowed = [s for s in _visible(settings, user).values() if not isinstance(s, SpecError)]
+    if spec.name not in {s.name for s in allowed}:
+        raise HTTPException(status_code=403, detail=f"you may not read the DAGs of use case {name!r}")
     return spec
 
 
 @app.get("/", response_class=HTMLResponse)
 @app.get("/use-cases/{name}", response_class=HTMLResponse)
-def page(name: str | None = None) -> HTMLResponse:
+def page(name: str | None = None, user: Any = Depends(authenticated)) -> HTMLResponse:
+    from cormorant.config import Settings
+
+    settings = Settings.from_env()
+    if name is None:
+        _visible(settings, user)
+    else:
+        _spec(settings, name, user)
     # Relative to the page, so the view works wherever Airflow is served (a proxy's path prefix too)
     static = "static/" if name is None else "../static/"
     html = PAGE.read_text().replace("__STATIC__", static)
@@ -87,28 +121,29 @@ def plotly_js() -> FileResponse:
 
 
 @app.get("/api/use-cases")
-def use_cases() -> JSONResponse:
+def use_cases(user: Any = Depends(authenticated)) -> JSONResponse:
     from cormorant.view import use_cases as panel
 
     settings, lake = _settings_and_lake()
-    return JSONResponse(panel(settings, lake))
+    _visible(settings, user)
+    return JSONResponse(panel(settings, lake, _readable(user)))
 
 
 @app.get("/api/use-cases/{name}")
-def use_case(name: str) -> JSONResponse:
+def use_case(name: str, user: Any = Depends(authenticated)) -> JSONResponse:
     from cormorant.view import use_case as panel
 
     settings, lake = _settings_and_lake()
-    return JSONResponse(panel(_spec(settings, name), settings, lake))
+    return JSONResponse(panel(_spec(settings, name, user), settings, lake))
 
 
 @app.get("/api/use-cases/{name}/reports/{kind}/{day}")
-def report(name: str, kind: str, day: str) -> Response:
+def report(name: str, kind: str, day: str, user: Any = Depends(authenticated)) -> Response:
     from cormorant.view import REPORTS
     from cormorant.view import report as read
 
     settings, lake = _settings_and_lake()
-    spec = _spec(settings, name)
+    spec = _spec(settings, name, user)
     try:
         day = date.fromisoformat(day).isoformat()
     except ValueError:

@@ -29,6 +29,11 @@ from cormorant.synthetic import rows_for_day
 
 pytestmark = pytest.mark.e2e
 USER, PASSWORD = "ml-lead", secrets.token_urlsafe(16)
+# the auth manager (tests/e2e/denying_auth_manager.py) denies the auditor one DAG of the use case and
+# the outsider every DAG
+AUDITOR, OUTSIDER = "auditor", "outsider"
+OTHERS = {AUDITOR: secrets.token_urlsafe(16), OUTSIDER: secrets.token_urlsafe(16)}
+DENIED = {AUDITOR: ["churn_late__train"], OUTSIDER: ["*"]}
 SECRETS = {"warehouse": secrets.token_urlsafe(12), "mlflow": secrets.token_urlsafe(12)}
 NAME = "churn_late"
 ARTIFACTS = Path(os.environ.get("CORMORANT_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts")) / "view"
@@ -56,8 +61,14 @@ def demo(tmp_path_factory):
         "CORMORANT_SPECS_DIR": str(specs),
         "AIRFLOW_CONN_SOME_WAREHOUSE": f"postgresql://svc:{SECRETS['warehouse']}@db.internal:5432/dw",
         "MLFLOW_TRACKING_PASSWORD": SECRETS["mlflow"],
+        "AIRFLOW__CORE__AUTH_MANAGER": "denying_auth_manager.DenyingAuthManager",
+        "CORMORANT_TEST_DENIED_DAGS": json.dumps(DENIED),
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
     }
-    with embedded_api_server(home / "demo", users={USER: PASSWORD}, extra_env=env) as server:
+    users = {USER: PASSWORD, **OTHERS}
+    with embedded_api_server(home / "demo", users=users, extra_env=env) as server:
         yield {**server, "demo_stdout": done.stdout}
 
 
@@ -106,6 +117,39 @@ def test_every_endpoint_refuses_anonymous_callers_and_answers_a_user(demo):
     )  # read-only
 
 
+def _headers_of(demo, user: str) -> dict[str, str]:
+    response = requests.post(
+        f"{demo['url']}/auth/token",
+        json={"username": user, "password": OTHERS[user]},
+        timeout=E2E_TIMEOUT_S,
+    )
+    assert response.ok, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def test_a_use_case_shows_only_to_users_the_auth_manager_lets_read_all_its_dags(demo):
+    auditor = _headers_of(demo, AUDITOR)
+    # the auth manager is in effect: Airflow's own API refuses the auditor that DAG
+    dag = requests.get(f"{demo['url']}/api/v2/dags/{NAME}__train", headers=auditor, timeout=E2E_TIMEOUT_S)
+    assert dag.status_code == 403
+    found = _get(demo, "/api/use-cases", headers=auditor).json()
+    assert found["use_cases"] == [] and [b["file"] for b in found["broken"]] == ["fraud.yaml"]
+    assert _get(demo, "/", headers=auditor).status_code == 200  # the broken spec is still theirs to see
+    for path in _paths(demo)[1:]:
+        if path not in ("/static/plotly.min.js", "/api/use-cases"):
+            response = _get(demo, path, headers=auditor)
+            assert response.status_code == 403 and NAME in response.json()["detail"], path
+
+
+def test_a_user_who_may_read_no_dag_gets_403_from_every_page_as_from_airflows_api(demo):
+    outsider = _headers_of(demo, OUTSIDER)
+    dags = requests.get(f"{demo['url']}/api/v2/dags", headers=outsider, timeout=E2E_TIMEOUT_S)
+    assert dags.status_code == 403
+    for path in _paths(demo):
+        expected = 200 if path == "/static/plotly.min.js" else 403  # the script holds no data
+        assert _get(demo, path, headers=outsider).status_code == expected, path
+
+
 def test_no_secret_appears_in_any_response(demo):
     for path in _paths(demo):
         body = _get(demo, path, headers=demo["headers"]).text
@@ -127,6 +171,7 @@ def test_the_list_says_what_the_lake_and_the_registry_hold(demo):
     )
     (broken,) = found["broken"]
     assert broken["file"] == "fraud.yaml" and "features" in broken["error"]
+    assert str(demo["home"].parent) not in json.dumps(found)  # no server path
 
 
 def test_one_use_case_panels_match_the_manifests_reports_and_runs(demo):

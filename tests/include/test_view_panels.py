@@ -73,3 +73,60 @@ def day_with_failures(example_spec):
 
     frame = validation_frame(pa.Table.from_pandas(generate_day(date(2024, 3, 1)).iloc[:10]))
     return validate_frame(frame, example_spec, partition="2024-03-01")
+
+
+def _specs_folder(tmp_path):
+    import shutil
+
+    from cormorant.config import PROJECT_ROOT, Settings
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(PROJECT_ROOT / "include" / "specs" / "churn.yaml", specs)
+    shutil.copy(PROJECT_ROOT / "include" / "examples" / "churn_late.yaml", specs)
+    (specs / "fraud.yaml").write_text("name: fraud\nsource: {table: tx}\n")
+    return Settings.from_env({"CORMORANT_HOME": str(tmp_path), "CORMORANT_SPECS_DIR": str(specs)})
+
+
+def test_a_use_case_shows_only_when_every_one_of_its_dags_is_readable(tmp_path, lake):
+    from cormorant.view import use_cases
+
+    settings = _specs_folder(tmp_path)
+    asked = []
+
+    def readable(dag_ids):
+        asked.append(set(dag_ids))
+        return {d for d in dag_ids if d != "churn_late__labels"}  # the late-label DAG only churn_late has
+
+    found = use_cases(settings, lake, readable)
+    assert [u["name"] for u in found["use_cases"]] == ["churn"]
+    assert [b["file"] for b in found["broken"]] == ["fraud.yaml"]
+    # one question to the auth manager, about every DAG the folder stands for
+    (ids,) = asked
+    assert {"churn__train", "churn_late__labels", "cormorant_invalid_spec__fraud"} <= ids
+    assert "churn__labels" not in ids  # churn's labels come with its features: no labels DAG
+
+    nothing = use_cases(settings, lake, lambda dag_ids: set())
+    assert nothing == {"use_cases": [], "broken": []}
+    everything = use_cases(settings, lake)
+    assert sorted(u["name"] for u in everything["use_cases"]) == ["churn", "churn_late"]
+
+
+def test_a_broken_spec_names_its_file_and_never_the_servers_folder(tmp_path, lake):
+    from cormorant.view import use_cases
+
+    settings = _specs_folder(tmp_path)
+    (broken,) = use_cases(settings, lake)["broken"]
+    assert broken["file"] == "fraud.yaml" and "model spec fraud.yaml:" in broken["error"]
+    assert "features" in broken["error"] and str(tmp_path) not in broken["error"]
+
+
+def test_the_mlflow_link_is_the_ui_url_when_one_is_set_without_credentials(tmp_path):
+    from cormorant.config import Settings
+    from cormorant.view import _mlflow_ui
+
+    served = {"CORMORANT_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    assert _mlflow_ui(Settings.from_env(served)) == "http://mlflow:5000"
+    public = {**served, "CORMORANT_MLFLOW_UI_URL": "https://ops:pw@mlflow.example.com/"}
+    assert _mlflow_ui(Settings.from_env(public)) == "https://mlflow.example.com"
+    assert _mlflow_ui(Settings.from_env({"CORMORANT_HOME": str(tmp_path)})) is None  # a local store
