@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench deploy-test secrets
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-bench.txt -c constraints.txt
 	$(PY) scripts/bench.py $(ARGS)
+
+## Build the images, start the compose stack, check it as a deployment, tear it down (docs/deployment.md).
+deploy-test: $(STAMP)
+	$(PY) scripts/deploy_test.py $(ARGS)
+
+## The compose stack's credentials, one file each in ./secrets (docker compose up needs them).
+secrets:
+	python3 scripts/compose/make_secrets.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check dags plugins include scripts tests

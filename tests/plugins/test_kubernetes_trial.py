@@ -138,3 +138,68 @@ def test_result_returns_through_the_xcom_sidecar_and_labels_find_the_pod():
 def test_malformed_deployment_setting_names_the_variable():
     with pytest.raises(ValueError, match="CORMORANT_K8S_TOLERATIONS must be JSON"):
         KubernetesSettings.from_env({"CORMORANT_K8S_TOLERATIONS": "[{oops"})
+
+
+def test_pod_has_a_read_only_root_and_writes_only_to_its_scratch_volume():
+    _, pod = _pod(TRIAL)
+    main = _main(pod)
+    assert main.security_context.read_only_root_filesystem is True
+    mounts = {m.mount_path: m.name for m in main.volume_mounts}
+    assert mounts["/tmp"] == "scratch" and mounts["/airflow/xcom"] == "xcom"
+    scratch = next(v for v in pod.spec.volumes if v.name == "scratch")
+    assert scratch.empty_dir.size_limit == "10Gi"
+    assert "/opt/airflow/include/specs" not in mounts  # the image's own specs
+
+
+def test_specs_can_come_from_a_config_map_mounted_where_the_image_keeps_them():
+    op = KubernetesTrialOperator(
+        task_id="trial",
+        spec_name="churn",
+        trial=TRIAL,
+        settings=KubernetesSettings.from_env({**ENV, "CORMORANT_K8S_SPECS_CONFIGMAP": "cormorant-specs"}),
+    )
+    op.shape_for_trial()
+    pod = op.build_pod_request_obj(dry_run=True)
+    (mount,) = [m for m in _main(pod).volume_mounts if m.name == "specs"]
+    assert (mount.mount_path, mount.read_only) == ("/opt/airflow/include/specs", True)
+    assert next(v for v in pod.spec.volumes if v.name == "specs").config_map.name == "cormorant-specs"
+    assert "--spec" in _main(pod).args and "/opt/airflow/include/specs/churn.yaml" in _main(pod).args
+
+
+def test_the_rendered_pod_becomes_the_same_container_under_docker():
+    """scripts/pod_to_docker.py: what `make deploy-test` runs the trainer image with."""
+    import sys
+
+    from cormorant.config import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+    from pod_to_docker import docker_run
+
+    cpu_trial = {**TRIAL, "resources": {"cpu": "2", "memory": "4Gi"}}
+    _, pod = _pod(cpu_trial)
+    secrets = {
+        "cormorant-mlflow": {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_PASSWORD": "pw"},
+        "cormorant-lake": {"AWS_SECRET_ACCESS_KEY": "key"},
+    }
+    args, env = docker_run(pod, secrets=secrets, folders={"xcom": "/tmp/x"}, network="net", name="trial")
+    line = " ".join(args)
+    assert "pw" not in args and "key" not in args  # values only in the docker process's environment
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "pw" and env["AWS_SECRET_ACCESS_KEY"] == "key"
+    assert env["CORMORANT_TRIAL_THREADS"] == "2" and env["CORMORANT_GRAPH_CACHE"] == "lake"
+    assert "--user 50000:0" in line and "--security-opt no-new-privileges" in line
+    assert "--cap-drop=ALL" in args and "--read-only" in args
+    assert f"--tmpfs /tmp:rw,exec,size={10 * 2**30}" in line and "-v /tmp/x:/airflow/xcom" in line
+    assert "--cpus 2" in line and f"--memory {4 * 2**30}" in line and "--gpus" not in line
+    assert "--network net" in line and "-e MLFLOW_TRACKING_PASSWORD" in line
+    image = args.index("registry.example.com/cormorant/trainer:1.2.3")
+    assert args[image - 2 : image] == ["--entrypoint", "python"]
+    assert args[image + 1 : image + 5] == [
+        "-m",
+        "cormorant.trainer",
+        "--spec",
+        "/opt/airflow/include/specs/churn.yaml",
+    ]
+    assert json.loads(args[args.index("--trial") + 1])["trial_id"] == "xgboost-0"
+    assert args[-2:] == ["--output", "/airflow/xcom/return.json"]
+    with pytest.raises(ValueError, match="cormorant-lake"):
+        docker_run(pod, secrets={"cormorant-mlflow": {}}, folders={"xcom": "/tmp/x"})

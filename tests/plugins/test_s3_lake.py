@@ -232,3 +232,42 @@ def test_reading_the_s3_lake_calls_its_python_files_from_the_reading_thread_only
     assert calls, "no Python file was read: the test no longer covers the S3 path"
     assert all(on_main for _, on_main in calls), [c for c in calls if not c[1]][:5]
     assert whole.num_rows == streamed == opened.num_rows == 5_000
+
+
+def test_a_trainer_process_reads_the_s3_lake_with_the_lake_connection(s3_lake, tmp_path):
+    """A trial on the local backend is a trainer process outside Airflow: it had the worker's environment,
+    which holds the lake connection but no AWS credentials or endpoint (NoCredentialsError in the compose
+    stack). The operator now hands it the connection's, through the environment only."""
+    import os
+    import subprocess
+    import sys
+
+    from cormorant.config import Settings
+    from cormorant_provider.operators.sweep import SweepTrialOperator
+
+    lake, bucket, endpoint = s3_lake
+    lake.write_partition("d", "2024-03-01", _batches(12), schema=SCHEMA)
+    spec = tmp_path / "churn.yaml"
+    spec.write_text((Settings.from_env().specs_dir / "churn.yaml").read_text())
+    operator = SweepTrialOperator(task_id="trial", spec_path=str(spec), trial={"trial_id": "t"})
+    env = operator.trainer_environment()
+    assert env["AWS_ACCESS_KEY_ID"] == "testing" and env["AWS_ENDPOINT_URL_S3"] == endpoint
+    assert "testing" not in " ".join(operator.trainer_command(tmp_path / "out.json"))
+    probe = (
+        "from cormorant.lake import Lake; "
+        f"print(Lake('s3://{bucket}/lake').require('d', '2024-03-01').row_count)"
+    )
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW_CONN_"))}
+    worker = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**bare, **{k: v for k, v in env.items() if k.startswith("AWS_")}},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert worker.stdout.strip() == "12"
+    before = subprocess.run(
+        [sys.executable, "-c", probe], env=bare, capture_output=True, text=True, timeout=120
+    )
+    assert before.returncode != 0  # what the trainer had before: the worker's environment alone

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 XCOM_RESULT = "/airflow/xcom/return.json"
 SPECS_IN_IMAGE = "/opt/airflow/include/specs"
+# The trainer's root file system is read-only: what it writes (MLflow's staging, torch's caches) goes to
+# an emptyDir here (the trainer image's HOME and TMPDIR), the rest to the lake and MLflow.
+SCRATCH = "/tmp"
 
 
 def cpu_threads(quantity: str) -> int:
@@ -29,6 +32,28 @@ def _label(value: str) -> str:
     return cleaned[:63].strip("-_.") or "none"
 
 
+def _volumes(cfg: KubernetesSettings) -> list[Any]:
+    from kubernetes.client import models as k8s
+
+    volumes = [
+        k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=cfg.scratch_size))
+    ]
+    if cfg.specs_config_map:
+        volumes.append(
+            k8s.V1Volume(name="specs", config_map=k8s.V1ConfigMapVolumeSource(name=cfg.specs_config_map))
+        )
+    return volumes
+
+
+def _volume_mounts(cfg: KubernetesSettings) -> list[Any]:
+    from kubernetes.client import models as k8s
+
+    mounts = [k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH)]
+    if cfg.specs_config_map:
+        mounts.append(k8s.V1VolumeMount(name="specs", mount_path=SPECS_IN_IMAGE, read_only=True))
+    return mounts
+
+
 class KubernetesTrialOperator(KubernetesPodOperator):
     """Run one sweep trial as a pod: the trainer CLI in the trainer image, its result via the XCom sidecar.
 
@@ -36,8 +61,11 @@ class KubernetesTrialOperator(KubernetesPodOperator):
     ``training.resources`` per family); image, namespace, service account, node selector,
     tolerations, affinity, secrets and timeouts from :class:`cormorant.config.KubernetesSettings`.
     MLflow and lake credentials are injected from Kubernetes Secrets by reference, so no credential
-    appears in the pod spec or the task log. The pod is deleted when it finishes; a retry finds a
-    still-running pod of the same try through its labels.
+    appears in the pod spec or the task log. The container runs as a non-root user with no privilege
+    escalation, no capabilities and a read-only root file system; it writes to a scratch emptyDir at
+    :data:`SCRATCH`. The specs come with the image, or from a ConfigMap (``CORMORANT_K8S_SPECS_CONFIGMAP``)
+    mounted where the image keeps them, so a new spec needs no new image. The pod is deleted when it
+    finishes; a retry finds a still-running pod of the same try through its labels.
 
     :param spec_name: the spec's name; the trainer reads ``<specs dir in image>/<name>.yaml``.
     :param trial: the trial from the sweep plan (templated; usually mapped with ``expand``).
@@ -88,7 +116,10 @@ class KubernetesTrialOperator(KubernetesPodOperator):
             container_security_context=k8s.V1SecurityContext(
                 allow_privilege_escalation=False,
                 capabilities=k8s.V1Capabilities(drop=["ALL"]),
+                read_only_root_filesystem=True,
             ),
+            volumes=_volumes(cfg),
+            volume_mounts=_volume_mounts(cfg),
             do_xcom_push=True,
             on_finish_action="delete_pod",
             startup_timeout_seconds=cfg.startup_timeout_s,

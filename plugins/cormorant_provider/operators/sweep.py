@@ -124,11 +124,14 @@ class SweepTrialOperator(CormorantOperator):
         return trainer_command(self.spec_path, self.trial, output)
 
     def trainer_environment(self) -> dict[str, str]:
-        """The worker's environment; the trial fits with its share of the CPUs when as many trials as
-        the task's max_active_tis_per_dag run at once (unless the deployment set the threads)."""
+        """The worker's environment with the lake connection's credentials (the trainer reads the lake
+        outside Airflow: :func:`cormorant_provider.storage.lake_environment`); the trial fits with its
+        share of the CPUs when as many trials as the task's max_active_tis_per_dag run at once (unless
+        the deployment set the threads)."""
         from cormorant.sweep import trial_threads_when_sharing
+        from cormorant_provider.storage import lake_environment
 
-        env = os.environ.copy()
+        env = {**os.environ, **lake_environment(self.settings)}
         if not env.get("CORMORANT_TRIAL_THREADS"):
             env["CORMORANT_TRIAL_THREADS"] = str(trial_threads_when_sharing(self.max_active_tis_per_dag or 1))
         return env
