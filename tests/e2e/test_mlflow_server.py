@@ -5,6 +5,7 @@ finishing at once, in two processes, do not both become champion."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import secrets
@@ -30,16 +31,28 @@ USER, PASSWORD = "cormorant", secrets.token_urlsafe(16)
 SPEC = PROJECT_ROOT / "include" / "specs" / "churn.yaml"
 
 
+def _compose_secret(folder: Path, name: str) -> str:
+    """One file of the compose stack's secrets, as scripts/compose/make_secrets.py writes it."""
+    sys.path.insert(0, str(PROJECT_ROOT / "scripts" / "compose"))
+    from make_secrets import main
+
+    assert main(["--dir", str(folder / "secrets")]) == 0
+    return (folder / "secrets" / name).read_text()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, s3_endpoint):
     """The MLflow server, its S3 bucket, and this module's client environment."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     bucket = new_bucket(s3_endpoint)
     port = free_port()
-    ini = (PROJECT_ROOT / "scripts" / "compose" / "mlflow-auth.ini").read_text()
-    (folder / "auth.ini").write_text(
-        ini.replace("sqlite:////var/lib/mlflow-auth/basic_auth.db", f"sqlite:///{folder / 'auth.db'}")
-    )
+    # the compose stack's auth config as its generator writes it, on a local store with this admin
+    auth = configparser.ConfigParser()
+    auth.read_string(_compose_secret(folder, "mlflow-auth.ini"))
+    local = {"database_uri": f"sqlite:///{folder / 'auth.db'}", "admin_username": USER}
+    auth["mlflow"].update({**local, "admin_password": PASSWORD})
+    with (folder / "auth.ini").open("w") as f:
+        auth.write(f)
     with scratch_database("cormorant_mlflow") as database:
         s3 = {
             "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
