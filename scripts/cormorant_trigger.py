@@ -3,6 +3,14 @@
     python scripts/cormorant_trigger.py --url http://airflow:8080 --user svc-fraud \\
         churn__ingest --conf '{"partition_date": "2024-03-01"}' --wait
 
+    python scripts/cormorant_trigger.py --url http://airflow:8080 --user svc-fraud \\
+        churn__ingest --backfill 2024-01-01 2024-02-29 --wait
+
+``--backfill FIRST LAST`` lands the local days FIRST..LAST of the DAG's time zone (the spec's
+``source.timezone``): Airflow takes a backfill's bounds as instants and creates the runs whose logical date
+(a local midnight) lies between them, so bounds at UTC midnights would drop the last day of a New York
+spec and the first of a Berlin one; this sends each day's local midnight instead.
+
 The password comes from ``$AIRFLOW_PASSWORD`` (never a command-line argument). Uses the official
 client, apache-airflow-client: gets a token (``POST /auth/token``), creates the run with its conf
 (Airflow validates it against the DAG's Params and refuses bad conf with a message naming the param),
@@ -17,6 +25,7 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, date, datetime
 from typing import Any
 
 FINISHED = {"success", "failed"}
@@ -44,6 +53,61 @@ def trigger(api: Any, dag_id: str, conf: dict[str, Any]) -> Any:
     from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
     return DagRunApi(api).trigger_dag_run(dag_id, TriggerDAGRunPostBody(logical_date=None, conf=conf))
+
+
+def local_midnights(timezone: str, first: str, last: str) -> tuple[datetime, datetime]:
+    """The first instants of the local days ``first`` and ``last`` (``YYYY-MM-DD``) in ``timezone``."""
+    from zoneinfo import ZoneInfo
+
+    def start(day: str) -> datetime:
+        local = datetime.combine(date.fromisoformat(day), datetime.min.time(), ZoneInfo(timezone))
+        return local.astimezone(UTC)  # through UTC: a midnight a DST change skips becomes 01:00
+
+    return start(first), start(last)
+
+
+def dag_timezone(api: Any, dag_id: str) -> str:
+    """The zone whose days a Cormorant DAG processes: its ``timezone:`` tag (the spec's
+    ``source.timezone``; Airflow's API gives every DAG's zone as UTC once serialized), else UTC."""
+    from airflow_client.client.api.dag_api import DAGApi
+
+    tags = [t.name for t in DAGApi(api).get_dag(dag_id).tags or []]
+    return next((t.removeprefix("timezone:") for t in tags if t.startswith("timezone:")), "UTC")
+
+
+def backfill(api: Any, dag_id: str, first: str, last: str, conf: dict[str, Any]) -> tuple[Any, str]:
+    """A backfill of the local days ``first``..``last`` in the DAG's time zone; the backfill and the zone."""
+    from airflow_client.client.api.backfill_api import BackfillApi
+    from airflow_client.client.models.backfill_post_body import BackfillPostBody
+
+    timezone = dag_timezone(api, dag_id)
+    start, end = local_midnights(timezone, first, last)
+    body = BackfillPostBody(dag_id=dag_id, from_date=start, to_date=end, dag_run_conf=conf)
+    return BackfillApi(api).create_backfill(body), timezone
+
+
+def wait_backfill(api: Any, backfill_id: int, timeout_s: float, poll_s: float = 2.0) -> bool:
+    """Whether the backfill completed within ``timeout_s``."""
+    from airflow_client.client.api.backfill_api import BackfillApi
+
+    deadline = time.monotonic() + timeout_s
+    while not BackfillApi(api).get_backfill(backfill_id).completed_at:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+def backfill_runs(api: Any, dag_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    from airflow_client.client.api.dag_run_api import DagRunApi
+
+    runs = DagRunApi(api).get_dag_runs(
+        dag_id, logical_date_gte=start, logical_date_lte=end, run_type=["backfill"], limit=1000
+    )
+    return [
+        {"run_id": r.dag_run_id, "logical_date": r.logical_date.isoformat(), "state": str(r.state.value)}
+        for r in runs.dag_runs
+    ]
 
 
 def wait(api: Any, dag_id: str, run_id: str, timeout_s: float, poll_s: float = 2.0) -> str:
@@ -84,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default="{}", help="the run's conf as JSON (the DAG's Params)")
     parser.add_argument("--wait", action="store_true", help="poll until the run finishes and print results")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument(
+        "--backfill",
+        nargs=2,
+        metavar=("FIRST", "LAST"),
+        help="backfill the local days FIRST..LAST (YYYY-MM-DD) of the DAG's time zone instead of one run",
+    )
     args = parser.parse_args(argv)
     from airflow_client.client.exceptions import ApiException
 
@@ -92,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("set AIRFLOW_PASSWORD")
     with client(args.url, get_token(args.url, args.user, password)) as api:
         try:
+            if args.backfill:
+                return _backfill(api, args, *args.backfill)
             run = trigger(api, args.dag_id, json.loads(args.conf))
         except ApiException as e:
             print(json.dumps({"refused": e.status, "detail": json.loads(e.body or "{}").get("detail")}))
@@ -100,6 +172,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.wait:
             report["state"] = wait(api, args.dag_id, run.dag_run_id, args.timeout)
             report["results"] = results(api, args.dag_id, run.dag_run_id)
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report["state"] in ("success", "queued") else 1
+
+
+def _backfill(api: Any, args: argparse.Namespace, first: str, last: str) -> int:
+    for day in (first, last):
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            print(json.dumps({"refused": 400, "detail": f"--backfill: {day!r} is not a day (YYYY-MM-DD)"}))
+            return 2
+    created, timezone = backfill(api, args.dag_id, first, last, json.loads(args.conf))
+    start, end = local_midnights(timezone, first, last)
+    report: dict[str, Any] = {
+        "dag_id": args.dag_id,
+        "backfill_id": created.id,
+        "days": [first, last],
+        "timezone": timezone,
+        "from_date": start.isoformat(),
+        "to_date": end.isoformat(),
+        "state": "queued",
+    }
+    if args.wait:
+        done = wait_backfill(api, created.id, args.timeout)
+        report["runs"] = backfill_runs(api, args.dag_id, start, end)
+        states = {r["state"] for r in report["runs"]}
+        report["state"] = "timeout" if not done else ("success" if states == {"success"} else "failed")
     print(json.dumps(report, indent=2, default=str))
     return 0 if report["state"] in ("success", "queued") else 1
 

@@ -72,7 +72,8 @@ def _dag(
         # Partitions are independent and every run is idempotent, so a run waiting on a late partition
         # (retrying) must not hold the others back; sweeps are heavy, so one at a time.
         max_active_runs=1 if stage == "train" else 4,
-        tags=["cormorant", f"spec:{spec.name}", stage, *spec.tags],
+        # the zone's tag tells REST clients what a day is here (Airflow's API reports a DAG's zone as UTC)
+        tags=["cormorant", f"spec:{spec.name}", stage, f"timezone:{spec.source.timezone}", *spec.tags],
         params={"partition_date": _partition_param(), **params},
         default_args={
             "owner": spec.owner,

@@ -104,6 +104,7 @@ def test_labels_that_arrive_later_get_their_own_dag(tmp_path):
 def test_dags_have_tags_retries_and_a_nightly_cron(dagbag):
     for dag in dagbag.dags.values():
         assert "cormorant" in dag.tags and f"spec:{dag.dag_id.split('__')[0]}" in dag.tags, dag.dag_id
+        assert f"timezone:{dag.timezone.name}" in dag.tags, dag.dag_id  # what REST clients read
         assert dag.catchup is False
         assert dag.start_date.tzinfo is not None
         assert dag.doc_md
