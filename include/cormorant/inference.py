@@ -31,14 +31,27 @@ class UnknownModelVersion(ParamError, LookupError):
     """An explicit model version that the registry does not have."""
 
 
+class UnblessedModelVersion(ParamError):
+    """An explicit model version that did not pass its blessing (or whose registration never finished)."""
+
+
 def predictions_dataset(spec: ModelSpec) -> str:
     return f"{spec.name}/{PREDICTIONS}"
 
 
 def resolve_model(
-    spec: ModelSpec, settings: Settings, alias: str = "champion", version: str | None = None
+    spec: ModelSpec,
+    settings: Settings,
+    alias: str = "champion",
+    version: str | None = None,
+    *,
+    allow_unblessed: bool = False,
 ) -> dict[str, Any]:
-    """The registered version to score with: an explicit ``version``, else the one under ``alias``."""
+    """The registered version to score with: an explicit ``version``, else the one under ``alias``.
+
+    An explicit version must have passed its blessing (the ``cormorant.blessing`` tag registration sets
+    last): a version half-registered by a training killed mid-way, or one that failed, is refused unless
+    ``allow_unblessed``. The alias only ever moves to a blessed version."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -63,6 +76,13 @@ def resolve_model(
         raise NoChampion(
             f"registered model {name!r} has no alias {alias!r} yet; run the train DAG first"
         ) from e
+    blessing = (mv.tags or {}).get("cormorant.blessing")
+    if version and blessing != "passed" and not allow_unblessed:
+        why = blessing or "none: its registration did not finish (a training stopped mid-way?)"
+        raise UnblessedModelVersion(
+            f"model_version {version!r}: {name} v{version} did not pass its blessing (cormorant.blessing: "
+            f"{why}); pass allow_unblessed_version: true to score with it anyway"
+        )
     return {
         "name": name,
         "version": str(mv.version),

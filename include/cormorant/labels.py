@@ -147,7 +147,15 @@ def extract_labels(
     lineage: dict[str, Any] | None = None,
 ) -> Manifest:
     """Read one day of labels from the label source and commit them (atomically) to the lake."""
-    from cormorant.warehouse import conform, day_params, lake_schema, query_batches, relation_columns
+    from cormorant.errors import first_line
+    from cormorant.warehouse import (
+        conform,
+        day_params,
+        lake_schema,
+        missing_relation,
+        query_batches,
+        relation_columns,
+    )
 
     query = build_label_query(spec, "%s" if dialect == "postgres" else placeholder)
     params = day_params(spec, partition)
@@ -155,7 +163,16 @@ def extract_labels(
     conn = connect()
     batches = None
     try:
-        check_label_columns(spec, relation_columns(conn, relation))
+        try:
+            found = relation_columns(conn, relation)
+        except Exception as e:
+            if not missing_relation(e):
+                raise  # a lost connection, say: the task's retries apply
+            raise LabelSourceError(
+                f"spec {spec.name!r}: target.source: the label source {relation} does not exist in "
+                f"connection {label_conn_id(spec)!r} ({first_line(e)})"
+            ) from e
+        check_label_columns(spec, found)
         source_schema, batches = query_batches(conn, query, params, dialect=dialect, batch_size=batch_size)
         schema = lake_schema(source_schema, label_types(spec))
         manifest = lake.write_partition(

@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -272,6 +273,20 @@ class OpenPartition:
                 yield from parquet.iter_batches(
                     batch_size=batch_size, row_groups=[group], columns=columns, use_threads=False
                 )
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, infinity) as None: JSON has no NaN, and a bare ``NaN``
+    token makes the document unreadable to strict parsers (browsers, jq, most languages)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and hasattr(obj, "dtype") and getattr(obj, "shape", None) == ():
+        return strict_json(obj.item())  # a numpy scalar
+    return obj
 
 
 class Lake:
@@ -590,7 +605,8 @@ class Lake:
     def write_json(self, key: str, obj: Any) -> str:
         """Write a JSON document atomically; returns its URI."""
         path = self.path(key)
-        write_bytes_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+        text = json.dumps(strict_json(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+        write_bytes_atomic(path, text.encode())
         return str(path)
 
     def write_bytes(self, key: str, data: bytes) -> str:

@@ -11,10 +11,27 @@ from cormorant.spec import METRICS
 
 
 def compute_metric(name: str, y_true: np.ndarray, score: np.ndarray) -> float:
-    """``score`` is the positive-class probability (classification) or the prediction (regression)."""
-    from sklearn import metrics as m
+    """``score`` is the positive-class probability (classification) or the prediction (regression).
+
+    A metric that is not defined on these rows (ROC AUC with one class, R² of one row) raises
+    ValueError saying why, where scikit-learn's current releases return NaN with a warning."""
+    import warnings
 
     score = np.asarray(score, dtype="float64").reshape(-1)
+    y_true = np.asarray(y_true)
+    if name == "roc_auc" and len(np.unique(y_true)) < 2:
+        raise ValueError(f"roc_auc is not defined: only one class in y_true ({len(y_true)} rows)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # sklearn's UndefinedMetricWarning and kin
+        value = _metric(name, y_true, score)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} is not defined on these {len(y_true)} rows (it came out {value})")
+    return value
+
+
+def _metric(name: str, y_true: np.ndarray, score: np.ndarray) -> float:
+    from sklearn import metrics as m
+
     if name == "roc_auc":
         return float(m.roc_auc_score(y_true, score))
     if name == "log_loss":

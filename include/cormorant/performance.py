@@ -74,8 +74,16 @@ def realized_metrics(
             "predicted_positive_rate": float(np.mean(predicted)),
         }
     else:
-        values = {name: compute_metric(name, y_true, score) for name in ("rmse", "mae", "r2")}
+        values = {name: _defined(compute_metric, name, y_true, score) for name in ("rmse", "mae", "r2")}
     return values
+
+
+def _defined(metric: Any, name: str, y_true: np.ndarray, score: np.ndarray) -> float | None:
+    """The metric, or None where it is not defined on the day's rows (R² of one row, say)."""
+    try:
+        return metric(name, y_true, score)
+    except ValueError:
+        return None
 
 
 def judge(

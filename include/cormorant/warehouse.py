@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from cormorant import ledger
-from cormorant.errors import CormorantError, closest
+from cormorant.errors import CormorantError, closest, first_line
 from cormorant.lake import Lake, Manifest
 from cormorant.spec import ModelSpec
 
@@ -88,9 +88,29 @@ def relation_columns(conn: Any, relation: str) -> list[str]:
         cursor.close()
 
 
+def missing_relation(error: BaseException) -> bool:
+    """Whether a driver's error says the table, view or schema does not exist (PostgreSQL and Redshift:
+    SQLSTATE 42P01 or 3F000; SQLite: "no such table"): no retry will make it appear."""
+    code = getattr(error, "pgcode", None) or getattr(getattr(error, "diag", None), "sqlstate", None)
+    if code in ("42P01", "3F000"):
+        return True
+    text = str(error).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
 def source_columns(conn: Any, spec: ModelSpec) -> list[str]:
-    """The source's column names."""
-    return relation_columns(conn, source_relation(spec))
+    """The source's column names; a source table that does not exist fails at once, naming the field."""
+    relation = source_relation(spec)
+    try:
+        return relation_columns(conn, relation)
+    except Exception as e:
+        if missing_relation(e):
+            where = "source.table" if spec.source.table else "source.sql"
+            raise SourceSchemaError(
+                f"spec {spec.name!r}: {where}: {relation} does not exist in connection "
+                f"{spec.source.conn_id!r} ({first_line(e)})"
+            ) from e
+        raise
 
 
 def query_batches(

@@ -278,7 +278,14 @@ def build_spec_dags(
             type=["null", "string"],
             pattern="^[0-9]+$",
             title="Model version",
-            description="A registered version to score with; empty: the champion.",
+            description="A registered version to score with; empty: the champion. It must have passed "
+            "its blessing.",
+        ),
+        "allow_unblessed_version": Param(
+            False,
+            type="boolean",
+            title="Allow an unblessed version",
+            description="Score with the model version given even if it did not pass its blessing.",
         ),
     }
     with _dag(
@@ -293,6 +300,7 @@ def build_spec_dags(
             task_id="batch_inference",
             spec_path=path,
             model_version="{{ params.model_version }}",
+            allow_unblessed="{{ params.allow_unblessed_version }}",
             outlets=[asset["predictions"]],
         )
     dags[dag.dag_id] = dag

@@ -164,3 +164,24 @@ def test_for_an_error_metric_a_rise_is_the_drop(example_spec):
     )
     assert judge(regression, 1.3, 1.0, labeled_rows=500)["verdict"] == "degraded"
     assert judge(regression, 0.9, 1.0, labeled_rows=500)["verdict"] == "ok"
+
+
+def test_a_label_table_that_does_not_exist_fails_at_once_naming_target_source(late_spec, lake, tmp_path):
+    """It was retried three times as if transient, with the driver's raw error and no spec field."""
+    db = tmp_path / "warehouse.db"
+    seed_sqlite(db, [date.fromisoformat(DAY)])  # no churn_labels table
+    with pytest.raises(LabelSourceError) as raised:
+        extract_labels(lambda: sqlite3.connect(db), late_spec, DAY, lake)
+    assert "target.source: the label source churn_labels does not exist" in str(raised.value)
+    assert "no such table" in str(raised.value) and not raised.value.retryable
+    assert lake.manifest(labels_dataset(late_spec), DAY) is None
+
+
+def test_a_source_table_that_does_not_exist_fails_at_once_naming_source_table(example_spec, lake, tmp_path):
+    from cormorant.warehouse import SourceSchemaError
+
+    db = tmp_path / "empty.db"
+    sqlite3.connect(db).close()
+    with pytest.raises(SourceSchemaError, match="source.table: customer_activity does not exist") as raised:
+        extract_partition(lambda: sqlite3.connect(db), example_spec, DAY, lake)
+    assert not raised.value.retryable and lake.manifest(raw_dataset(example_spec), DAY) is None

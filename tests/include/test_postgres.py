@@ -326,3 +326,27 @@ def test_local_days_across_dst_changes_hold_what_sql_counts_for_them(
         assert lo.astimezone(ZoneInfo("America/New_York")).date().isoformat() == day
         assert hi.astimezone(ZoneInfo("America/New_York")).date().isoformat() == day
     conn.close()
+
+
+def test_a_missing_table_or_schema_fails_at_once_naming_the_field(connect, example_spec, lake):
+    """PostgreSQL says 42P01 (no such relation) or 3F000 (no such schema): no retry makes them appear."""
+    from cormorant.labels import LabelSourceError, extract_labels
+    from cormorant.spec import ModelSpec
+
+    raw = example_spec.model_dump(by_alias=True)
+    missing = ModelSpec.model_validate({**raw, "source": {**raw["source"], "table": "no_such_table"}})
+    with pytest.raises(SourceSchemaError, match="source.table: no_such_table does not exist") as raised:
+        extract_partition(connect, missing, "2024-03-01", lake, dialect="postgres")
+    assert not raised.value.retryable
+    late = ModelSpec.model_validate(
+        {
+            **raw,
+            "target": {
+                **raw["target"],
+                "available_after_days": 2,
+                "source": {"table": "nowhere.churn_labels", "partition_column": "event_ts"},
+            },
+        }
+    )
+    with pytest.raises(LabelSourceError, match="target.source: the label source nowhere.churn_labels"):
+        extract_labels(connect, late, "2024-03-01", lake, dialect="postgres")

@@ -15,7 +15,9 @@ class BatchInferenceOperator(CormorantOperator):
     """Score the run's partition(s) with a registered model and write predictions to the lake.
 
     :param model_alias: the registry alias to score with (templated).
-    :param model_version: an explicit registered version, overriding the alias (templated).
+    :param model_version: an explicit registered version, overriding the alias (templated); it must have
+        passed its blessing unless ``allow_unblessed``.
+    :param allow_unblessed: score with an explicit version that did not pass its blessing (templated).
 
     Only partitions that passed validation for their current commit are scored; any other fails the
     task naming the partition and its validation report. Skips when the registry has no model under
@@ -23,15 +25,26 @@ class BatchInferenceOperator(CormorantOperator):
     that does not exist fails, naming the versions that do.
     """
 
-    template_fields: Sequence[str] = (*CormorantOperator.template_fields, "model_alias", "model_version")
+    template_fields: Sequence[str] = (
+        *CormorantOperator.template_fields,
+        "model_alias",
+        "model_version",
+        "allow_unblessed",
+    )
     ui_color = "#d1f2eb"
 
     def __init__(
-        self, *, model_alias: str = "champion", model_version: str | None = None, **kwargs: Any
+        self,
+        *,
+        model_alias: str = "champion",
+        model_version: str | None = None,
+        allow_unblessed: bool | str = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model_alias = model_alias
         self.model_version = model_version
+        self.allow_unblessed = allow_unblessed
 
     scored_with: str | None = None  # the model version this run scored with (for OpenLineage)
 
@@ -47,7 +60,11 @@ class BatchInferenceOperator(CormorantOperator):
         from cormorant.inference import predict_partition, predictions_dataset, resolve_model
 
         model = resolve_model(
-            self.spec, self.settings, alias=self.model_alias, version=self.model_version or None
+            self.spec,
+            self.settings,
+            alias=self.model_alias,
+            version=self.model_version or None,
+            allow_unblessed=self.allow_unblessed in (True, "True", "true"),
         )
         self.scored_with = model["version"]
 
