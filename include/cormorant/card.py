@@ -74,7 +74,11 @@ def model_card(spec: ModelSpec, settings: Settings, lake: Lake, version: str | N
             "name": spec.name,
             "owner": spec.owner,
             "description": spec.description,
-            "fingerprint": spec.fingerprint,
+            # what the version was trained with (its tag), not the spec file as it is now
+            "fingerprint": tags.get("cormorant.spec_fingerprint")
+            or run.data.tags.get("cormorant.spec_fingerprint")
+            or spec.fingerprint,
+            "current_fingerprint": spec.fingerprint,
             "target": spec.target.column,
             "task": spec.target.task,
             "metric": metric,
@@ -223,7 +227,12 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         f"- Airflow run: {card['airflow_run_id'] or '– (not run by Airflow)'}",
         f"- MLflow run: {card['run_id']}; artifact: {card['source']}",
-        f"- Spec fingerprint: {s['fingerprint']}",
+        f"- Spec fingerprint: {s['fingerprint']}"
+        + (
+            f" (the spec file has changed since: now {s['current_fingerprint']})"
+            if s.get("current_fingerprint") not in (None, s["fingerprint"])
+            else ""
+        ),
         f"- Approval: {card['approval']}",
     ]
     return "\n".join(lines) + "\n"

@@ -44,7 +44,9 @@ def quantile_edges(values: np.ndarray, bins: int) -> list[float]:
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return []
-    return sorted(set(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]).tolist()))
+    quantiles = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]).tolist()
+    # 12 significant digits: interpolation's float noise (1.9999999999999998 beside 2.0) is no bin
+    return sorted({float(f"{q:.12g}") for q in quantiles})
 
 
 def binned_fractions(values: np.ndarray, edges: list[float]) -> list[float]:
@@ -345,10 +347,23 @@ def render_png(report: dict[str, Any]) -> bytes:
 
 
 def _bin_labels(edges: list[float]) -> list[str]:
+    """A label per bin (``< e0``, ``[e0, e1)``, ..., ``>= en``, missing). Integer edges (a count's
+    quantiles) label the integers each bin holds (``2``, ``3-5``, ``<= 1``); other edges get as many
+    significant digits as it takes for neighbours to read apart (never ``[2, 2)``)."""
     if not edges:
         return ["all", "missing"]
-    inner = [f"[{a:.3g}, {b:.3g})" for a, b in itertools.pairwise(edges)]
-    return [f"< {edges[0]:.3g}", *inner, f">= {edges[-1]:.3g}", "missing"]
+    if all(float(e).is_integer() for e in edges):
+        ints = [int(e) for e in edges]
+
+        def span(low: int, high: int) -> str:  # the integers low..high
+            return str(low) if low == high else f"{low}-{high}"
+
+        inner = [span(a, b - 1) for a, b in itertools.pairwise(ints)]
+        return [f"<= {ints[0] - 1}", *inner, f">= {ints[-1]}", "missing"]
+    digits = next((d for d in range(3, 13) if len({f"{e:.{d}g}" for e in edges}) == len(set(edges))), 12)
+    text = [f"{e:.{digits}g}" for e in edges]
+    inner = [f"[{a}, {b})" for a, b in itertools.pairwise(text)]
+    return [f"< {text[0]}", *inner, f">= {text[-1]}", "missing"]
 
 
 def render_distributions_png(report: dict[str, Any]) -> bytes | None:

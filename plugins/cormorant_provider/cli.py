@@ -1,16 +1,18 @@
 """``cormorant check | run | summary``: bring your own table in minutes.
 
-    cormorant check SPEC.yaml [--conn URI]
-    cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,validate,...] [--conn URI]
+    cormorant check SPEC.yaml [--conn-file FILE | --conn URI]
+    cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,...] [--conn-file FILE]
     cormorant summary SPEC.yaml
-    cormorant init SPEC_NAME --conn URI --table TABLE --target COLUMN [--out DIR]
+    cormorant init SPEC_NAME --table TABLE --target COLUMN [--conn-file FILE] [--out DIR]
 
 Conventions follow Airflow's own CLI: a subcommand per action, ``--help`` on each, the report on stdout,
 problems on stderr, exit status 0 on success, 1 when a run failed and 2 for a usage error, a malformed
-spec or a warehouse that cannot be reached (then nothing is written). The warehouse connection is
-``--conn`` (a URI such as ``postgresql://user@host:5432/db``) or the usual ``AIRFLOW_CONN_<CONN_ID>``
-variable for the spec's ``source.conn_id``; the embedded SQLite warehouse stands in only for the
-default ``cormorant_warehouse`` connection when neither is set, never for one the user set.
+spec or a warehouse that cannot be reached (then nothing is written). The warehouse connection is the
+usual ``AIRFLOW_CONN_<CONN_ID>`` variable for the spec's ``source.conn_id``, or ``--conn-file`` (a file
+holding the URI or Airflow's connection JSON), or ``--conn`` (a URI such as
+``postgresql://user@host:5432/db``: a password there shows in ``ps`` and the shell's history, so the
+command warns and the other two are the ways for one); the embedded SQLite warehouse stands in only for
+the default ``cormorant_warehouse`` connection when none is set, never for one the user set.
 """
 
 from __future__ import annotations
@@ -50,7 +52,31 @@ def _conn_env_name(conn_id: str) -> str:
 
 
 def _no_connection(conn_id: str) -> CliError:
-    return CliError(f"no connection for {conn_id!r}: pass --conn URI or set {_conn_env_name(conn_id)}")
+    return CliError(
+        f"no connection for {conn_id!r}: set {_conn_env_name(conn_id)}, "
+        "or pass --conn-file FILE (or --conn URI)"
+    )
+
+
+def _conn_value(args: argparse.Namespace) -> str | None:
+    """The connection the command line gives: ``--conn-file``'s content, or ``--conn`` (warning when it
+    carries a password, which every user of the machine sees in ``ps``); None: the environment's."""
+    if getattr(args, "conn_file", None):
+        try:
+            return Path(args.conn_file).read_text().strip()
+        except OSError as e:
+            raise CliError(f"--conn-file {args.conn_file}: {e.strerror}") from e
+    uri = getattr(args, "conn", None)
+    if uri and not uri.lstrip().startswith("{"):
+        from urllib.parse import urlsplit
+
+        if urlsplit(uri).password:
+            print(
+                "warning: --conn carries a password, which shows in `ps` and your shell's history; "
+                "put the URI in a file for --conn-file, or in AIRFLOW_CONN_<CONN_ID>",
+                file=sys.stderr,
+            )
+    return uri
 
 
 def _connection(conn_id: str, uri: str | None) -> Any:
@@ -87,7 +113,7 @@ def check(args: argparse.Namespace) -> int:
 
     spec = _load(args.spec)
     print(f"spec {spec.name!r} ({args.spec}): valid")
-    conn = _open(_connection(spec.source.conn_id, args.conn))
+    conn = _open(_connection(spec.source.conn_id, _conn_value(args)))
     try:
         report = check_source(conn, spec, sample_rows=args.sample_rows)
     finally:
@@ -138,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--stages: unknown stage(s) {unknown}; expected some of {', '.join(STAGES)}")
     days = _days(args.from_, args.to)
     home = Path(args.home or Path.cwd() / ".cormorant" / f"run-{spec.name}").resolve()
-    env = _environment(spec, spec_path, home, args.conn)
+    env = _environment(spec, spec_path, home, _conn_value(args))
     existed = home.exists()
     os.environ.update(env)  # before Airflow is imported: it reads its configuration once
     if "ingest" in stages:  # fail before writing anything when the warehouse cannot be reached
@@ -228,7 +254,7 @@ def replay(runner: Any, spec: Any, days: list[str], stages: list[str], *, champi
             return None
         outcome = runner.run(name, day, conf, check=False)
         if not outcome.succeeded:
-            failed.append(f"{outcome.dag_id} {day}: {outcome.state} (failed tasks: {outcome.failed_tasks})")
+            failed.append(f"{outcome.dag_id} {day}: {outcome.state} ({outcome.describe_failure()})")
         return outcome
 
     def succeeded(outcome: Any, task: str) -> bool:
@@ -258,9 +284,12 @@ def replay(runner: Any, spec: Any, days: list[str], stages: list[str], *, champi
         if spec.labels_inline:
             signals.append(stage("performance", day))
         if trained and any(s is not None and s.retrain_signalled for s in signals):
-            stage("train", day)
-            stage("predict", day)
-            stage("drift", day)
+            retrained = stage("train", day)
+            if retrained is None:  # scoring again with the same model would repeat the same day
+                print(f"{day}: retraining signalled; not retrained (train is not among --stages)")
+            elif retrained.succeeded:
+                stage("predict", day)
+                stage("drift", day)
     return failed
 
 
@@ -320,7 +349,7 @@ def init(args: argparse.Namespace) -> int:
     out = Path(args.out) / f"{args.name}.yaml"
     if out.exists():
         raise CliError(f"{out} exists; choose another --out or spec name")
-    conn = _open(_connection(args.conn_id, args.conn))
+    conn = _open(_connection(args.conn_id, _conn_value(args)))
     try:
         schema = sample_schema(conn, args.table)
     except Exception as e:
@@ -369,7 +398,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = commands.add_parser("check", help="validate a spec and check it against its live source")
     p.add_argument("spec", help="the spec YAML file")
-    p.add_argument("--conn", help="the warehouse connection URI (default: AIRFLOW_CONN_<source.conn_id>)")
+    _connection_args(p, "AIRFLOW_CONN_<source.conn_id>")
     p.add_argument("--sample-rows", type=int, default=10_000, help="recent rows to sample (default 10000)")
     p.set_defaults(func=check)
     p = commands.add_parser(
@@ -381,7 +410,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", required=True, type=date.fromisoformat, help="last day, YYYY-MM-DD")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {','.join(STAGES)}")
-    p.add_argument("--conn", help="the warehouse connection URI (default: AIRFLOW_CONN_<source.conn_id>)")
+    _connection_args(p, "AIRFLOW_CONN_<source.conn_id>")
     p.add_argument("--home", help="where the embedded state lives (default ./.cormorant/run-<spec>)")
     p.set_defaults(func=run)
     p = commands.add_parser("summary", help="what the lake and MLflow hold for the spec")
@@ -402,7 +431,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=ui)
     p = commands.add_parser("init", help="draft a starting spec from a table's columns and types")
     p.add_argument("name", help="the spec's name (also its file name)")
-    p.add_argument("--conn", required=True, help="the warehouse connection URI")
+    _connection_args(p, "AIRFLOW_CONN_<--conn-id>")
     p.add_argument("--conn-id", default="cormorant_warehouse", help="the connection id the spec names")
     p.add_argument("--table", required=True, help="the table (optionally schema-qualified)")
     p.add_argument("--target", required=True, help="the column to predict")
@@ -411,6 +440,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="include/specs", help="the folder to write <name>.yaml in")
     p.set_defaults(func=init)
     return top
+
+
+def _connection_args(p: argparse.ArgumentParser, default: str) -> None:
+    conn = p.add_mutually_exclusive_group()
+    conn.add_argument(
+        "--conn-file", help=f"a file holding the warehouse connection's URI or JSON (default: {default})"
+    )
+    conn.add_argument(
+        "--conn", help="the warehouse connection URI (a password here shows in `ps`: use --conn-file)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

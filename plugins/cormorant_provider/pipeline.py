@@ -50,15 +50,24 @@ class StageRun:
 
     @property
     def failed_tasks(self) -> list[str]:
-        return sorted(t for t, s in self.task_states.items() if s in ("failed", "upstream_failed"))
+        """The tasks that ran and failed (not those that never ran because one upstream failed)."""
+        return sorted(t for t, s in self.task_states.items() if s == "failed")
+
+    @property
+    def not_run_tasks(self) -> list[str]:
+        """The tasks that never ran because a task upstream of them failed."""
+        return sorted(t for t, s in self.task_states.items() if s == "upstream_failed")
+
+    def describe_failure(self) -> str:
+        """``failed tasks: [...]``, with the tasks that did not run because of them."""
+        text = f"failed tasks: {self.failed_tasks}"
+        return text + (f"; not run because of them: {self.not_run_tasks}" if self.not_run_tasks else "")
 
 
 class PipelineFailed(RuntimeError):
     def __init__(self, run: StageRun):
         self.run = run
-        super().__init__(
-            f"{run.dag_id} for {run.partition} ended {run.state}; failed tasks: {run.failed_tasks}"
-        )
+        super().__init__(f"{run.dag_id} for {run.partition} ended {run.state}; {run.describe_failure()}")
 
 
 class PipelineRunner:

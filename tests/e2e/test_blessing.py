@@ -392,3 +392,27 @@ def test_an_approver_reads_the_blessing_and_the_drift_of_the_training_data(train
     assert "Infra validation: the registered artifact scores as trained" in body
     assert "Calibration: Brier" in body and f"- Slice {weakest[0]['column']}={weakest[0]['value']}" in body
     assert summary["blessing"]["uri"] in body
+
+
+def test_the_card_shows_the_spec_fingerprint_the_version_was_trained_with(trained):
+    """`cormorant card` showed the spec file's fingerprint as it is now as the version's lineage, while the
+    version's own tag (and its stored card) named the one it was trained with."""
+    from cormorant.card import model_card, render_markdown
+
+    client = _client()
+    version = _champion(client)
+    trained_with = client.get_model_version(f"cormorant.{NAME}", version).tags["cormorant.spec_fingerprint"]
+    spec = load_spec(_spec_file(trained["folder"]))
+    edited = type(spec).model_validate(
+        {**spec.model_dump(by_alias=True), "description": f"{spec.description} (edited after training)"}
+    )
+    assert edited.fingerprint != trained_with
+    card = model_card(edited, Settings.from_env(), trained["lake"], version)
+    assert card["spec"]["fingerprint"] == trained_with
+    text = render_markdown(card)
+    assert (
+        f"- Spec fingerprint: {trained_with} (the spec file has changed since: now {edited.fingerprint})"
+        in text
+    )
+    unchanged = {**card, "spec": {**card["spec"], "current_fingerprint": trained_with}}
+    assert "has changed since" not in render_markdown(unchanged)

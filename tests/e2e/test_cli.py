@@ -188,3 +188,24 @@ def test_init_drafts_a_spec_from_the_tables_columns_that_check_accepts(warehouse
         "init", "x", "--conn", uri, "--table", "t; DROP TABLE t", "--target", "y", "--out", str(tmp_path)
     )
     assert injected.returncode == 2 and "not a plain SQL identifier" in injected.stderr
+
+
+def test_a_password_comes_from_a_file_or_the_environment_and_the_command_line_warns(warehouse, tmp_path):
+    """`--conn URI` was the only way to name a warehouse to check or init, so a password stood in `ps`."""
+    uri, _ = warehouse
+    with_password = uri.replace("postgres@", "postgres:not-a-real-secret@")  # trust auth ignores it
+    conn_file = tmp_path / "warehouse.uri"
+    conn_file.write_text(with_password + "\n")
+    done = _cormorant("check", str(SPEC), "--conn-file", str(conn_file))
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+    warned = _cormorant("check", str(SPEC), "--conn", with_password)
+    assert warned.returncode == 0 and "--conn carries a password" in warned.stderr
+    assert "not-a-real-secret" not in warned.stderr + warned.stdout
+    env = {"AIRFLOW_CONN_CORMORANT_WAREHOUSE": with_password}
+    init = ["init", "orders", "--table", "customer_activity", "--target", "churned", "--out", str(tmp_path)]
+    drafted = _cormorant(*init, env=env)
+    assert drafted.returncode == 0 and (tmp_path / "orders.yaml").exists(), drafted.stderr
+    missing = _cormorant("check", str(SPEC), "--conn-file", str(tmp_path / "absent.uri"))
+    assert missing.returncode == 2 and "--conn-file" in missing.stderr
+    nothing = _cormorant(*init[:-1], str(tmp_path / "other"))
+    assert nothing.returncode == 2 and "AIRFLOW_CONN_CORMORANT_WAREHOUSE" in nothing.stderr

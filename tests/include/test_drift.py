@@ -240,3 +240,28 @@ def test_the_streamed_report_of_a_partition_is_the_whole_frame_report(example_sp
     whole = compare(reference, frame, scores, example_spec, partition="2024-03-01")
     streamed = stream_compare(reference, lake, example_spec, "2024-03-01", batch_size=3_000)
     assert len(frame) > 10_000 and streamed == whole
+
+
+def test_bins_of_a_count_are_labelled_by_the_integers_they_hold():
+    """A count's bins read "[2, 2)" and ">= 2" (quantile interpolation left 1.9999999999999998 beside
+    2.0, and three significant digits could not tell them apart)."""
+    from cormorant.drift import _bin_labels, binned_fractions, quantile_edges
+
+    calls = np.random.default_rng(3).poisson(1.2, 5000).astype(float)
+    edges = quantile_edges(calls, 10)
+    assert all(e.is_integer() for e in edges) and edges == sorted(set(edges))
+    labels = _bin_labels(edges)
+    assert len(labels) == len(binned_fractions(calls, edges))
+    assert labels[0] == f"<= {int(edges[0]) - 1}" and labels[-2] == f">= {int(edges[-1])}"
+    assert _bin_labels([0.0, 1.0, 2.0, 5.0]) == ["<= -1", "0", "1", "2-4", ">= 5", "missing"]
+    # what each integer label says it holds is what the bin counts
+    fractions = binned_fractions(np.array([0.0, 1.0, 2.0, 3.0, 4.0, 7.0]), [0.0, 1.0, 2.0, 5.0])
+    assert fractions == pytest.approx([0, 1 / 6, 1 / 6, 3 / 6, 1 / 6, 0])
+
+
+def test_close_edges_get_the_digits_that_tell_them_apart():
+    from cormorant.drift import _bin_labels
+
+    labels = _bin_labels([1.0001, 1.0004, 2.5])
+    assert labels[1] == "[1.0001, 1.0004)" and len(set(labels)) == len(labels)
+    assert _bin_labels([0.125, 2.5]) == ["< 0.125", "[0.125, 2.5)", ">= 2.5", "missing"]

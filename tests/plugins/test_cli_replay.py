@@ -74,3 +74,36 @@ def test_stages_limit_what_runs(example_spec):
     runner = FakeRunner()
     cli.replay(runner, example_spec, DAYS[:2], ["ingest", "validate"], champion=False)
     assert {stage for stage, _ in runner.calls} == {"ingest", "validate"}
+
+
+def test_a_retraining_signal_without_the_train_stage_scores_the_day_once(capsys):
+    """With train left out of --stages, a day whose drift signalled retraining was predicted and checked
+    twice, with the same model."""
+    spec = load_spec(PROJECT_ROOT / "include" / "examples" / "churn_late.yaml")
+    runner = FakeRunner(signals={("drift", DAYS[2])})
+    stages = [s for s in cli.STAGES if s != "train"]
+    assert cli.replay(runner, spec, DAYS, stages, champion=True) == []
+    assert runner.calls.count(("predict", DAYS[2])) == 1 and runner.calls.count(("drift", DAYS[2])) == 1
+    assert "train" not in {stage for stage, _ in runner.calls}
+    assert (
+        f"{DAYS[2]}: retraining signalled; not retrained (train is not among --stages)"
+        in capsys.readouterr().out
+    )
+
+
+def test_a_failed_retraining_does_not_score_the_day_again():
+    spec = load_spec(PROJECT_ROOT / "include" / "examples" / "churn_late.yaml")
+
+    class FailingTrain(FakeRunner):
+        def run(self, stage, partition, conf=None, *, check=True):
+            outcome = super().run(stage, partition, conf, check=check)
+            return (
+                StageRun(outcome.dag_id, partition, "failed", {"plan_sweep": "failed"})
+                if stage == "train"
+                else outcome
+            )
+
+    runner = FailingTrain(signals={("drift", DAYS[2])})
+    failed = cli.replay(runner, spec, DAYS, list(cli.STAGES), champion=True)
+    assert failed == [f"x__train {DAYS[2]}: failed (failed tasks: ['plan_sweep'])"]
+    assert runner.calls.count(("predict", DAYS[2])) == 1
