@@ -21,6 +21,8 @@ from cormorant.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions"
+# The predicted class of a classifier's row (never "label": that reads as the true outcome).
+PREDICTED_CLASS = "predicted_class"
 
 
 class NoChampion(NothingToDo, LookupError):
@@ -238,7 +240,10 @@ def predict_partition(
             arrays = {c: batch.column(c) for c in passthrough}
             arrays["score"] = pa.array(scores, type=pa.float64())
             if spec.is_classification:
-                arrays["label"] = pa.array((scores >= 0.5).astype("int64"), type=pa.int64())
+                # Named apart from the target's true labels; the class at the spec's own threshold,
+                # the one realized performance judges accuracy, precision and recall by.
+                positive = scores >= spec.performance.decision_threshold
+                arrays[PREDICTED_CLASS] = pa.array(positive.astype("int64"), type=pa.int64())
             arrays["model_name"] = pa.repeat(pa.scalar(model["name"], pa.string()), batch.num_rows)
             arrays["model_version"] = pa.repeat(pa.scalar(model["version"], pa.string()), batch.num_rows)
             arrays.update(reasons.columns(outputs, batch.num_rows))

@@ -197,7 +197,56 @@ def validate_labels(spec: ModelSpec, lake: Lake, partition: str) -> tuple[Any, s
     from cormorant.validation import validate_partition
 
     result = validate_partition(lake, labels_dataset(spec), partition, spec, suite="labels")
+    if not spec.labels_inline:
+        _check_key_match(spec, lake, partition, result)
     return result, lake.write_json(label_report_key(spec, partition), result.to_dict())
+
+
+KEY_MATCH = "labels_match_feature_rows"
+
+
+def _check_key_match(spec: ModelSpec, lake: Lake, partition: str, result: Any) -> None:
+    """Add to ``result`` whether the day's labels belong to its feature rows: labels keyed by values
+    that match none of the rows scored that day (a wrong key column, a join on the wrong day) pass
+    every per-column check, and would leave performance and training with nothing, silently. Fails
+    when no feature row has a label, or fewer than ``target.min_labelled_fraction`` of them do."""
+    import pyarrow.compute as pc
+
+    from cormorant.warehouse import raw_dataset
+
+    keys = spec.source.key_columns
+    if lake.manifest(raw_dataset(spec), partition) is None:
+        return  # no features that day to match (the features suite says why)
+    features = lake.read(raw_dataset(spec), partition, columns=keys)
+    if features.num_rows == 0:
+        return
+    labels = lake.read(labels_dataset(spec), partition, columns=keys)
+    try:
+        labels = _align_keys(spec, labels, features.schema, partition)
+    except LabelSourceError as e:
+        matched, detail = 0, str(e)
+    else:
+        marker = "__cormorant_labelled"
+        distinct = labels.group_by(keys).aggregate([])
+        labelled = distinct.append_column(marker, pa.array([True] * distinct.num_rows, type=pa.bool_()))
+        joined = features.join(labelled, keys=keys, join_type="left outer", use_threads=False)
+        matched = int(pc.sum(pc.is_valid(joined.column(marker))).as_py() or 0)
+        detail = ""
+    fraction = matched / features.num_rows
+    wanted = spec.target.min_labelled_fraction
+    ok = matched > 0 and fraction >= wanted
+    entry = {"expectation": KEY_MATCH, "column": ", ".join(keys), "success": ok}
+    result.expectations.append(entry)
+    result.evaluated += 1
+    if ok:
+        return
+    detail = detail or (
+        f"{matched} of the day's {features.num_rows} feature rows have a label "
+        f"({fraction:.1%}; expected {'at least ' + format(wanted, '.1%') if wanted else 'some'}), "
+        f"matched on source.key_columns {keys}"
+    )
+    result.failures.append({**entry, "detail": detail})
+    result.success = False
 
 
 def require_labels(spec: ModelSpec, lake: Lake, partition: str) -> Manifest:
@@ -254,14 +303,20 @@ def _align_keys(spec: ModelSpec, labels: pa.Table, like: pa.Schema, partition: s
     return labels
 
 
-def join_labels(spec: ModelSpec, lake: Lake, partition: str, table: pa.Table) -> pa.Table:
+def join_labels(
+    spec: ModelSpec, lake: Lake, partition: str, table: pa.Table, *, matched: str | None = None
+) -> pa.Table:
     """``table`` (rows of day ``partition`` with the key columns) with the day's target column added
-    from its labels, in ``table``'s row order; rows without a label get a null target."""
+    from its labels, in ``table``'s row order; rows without a label get a null target. ``matched``:
+    also add a column of that name, true where the label source has a row for the key (whose target
+    may be null: the source says the row has no outcome), null where it has none."""
     import pyarrow.compute as pc
 
     keys = spec.source.key_columns
     labels = lake.read(labels_dataset(spec), partition, columns=[*keys, spec.target.column])
     labels = _align_keys(spec, labels, table.schema, partition)
+    if matched:
+        labels = labels.append_column(matched, pa.array([True] * labels.num_rows, type=pa.bool_()))
     position = "__cormorant_row"
     left = table.drop_columns([c for c in [spec.target.column] if c in table.column_names])
     left = left.append_column(position, pa.array(range(left.num_rows), type=pa.int64()))
@@ -285,7 +340,8 @@ def training_table(spec: ModelSpec, lake: Lake, partition: str) -> pa.Table:
     unknown = table.column(spec.target.column).null_count
     if unknown:
         log.info(
-            "spec %s, partition %s: %d of %d rows have no known label yet and are left out of training",
+            "spec %s, partition %s: %d of %d rows have no known label (the label source lists them "
+            "without an outcome, or not at all) and are left out of training",
             spec.name,
             partition,
             unknown,

@@ -145,9 +145,13 @@ def degradation_bound(spec: ModelSpec, holdout: float) -> float | None:
     return max(bounds) if spec.metric_higher_is_better else min(bounds)
 
 
+_MATCHED = "__cormorant_label_row"
+
+
 def scored_labels(spec: ModelSpec, lake: Lake, partition: str) -> tuple[pa.Table, dict[str, Any]]:
     """The day's predictions with their labels (rows without a known label left out) and what was
-    joined: ``{predictions_rows, labeled_rows, model, predictions_hash, labels_hash}``.
+    joined: ``{predictions_rows, labeled_rows, never_labeled_rows, model, predictions_hash,
+    labels_hash}`` (never labelled: the label source lists the row with a null target).
 
     Raises :class:`NotScored` or :class:`cormorant.labels.LabelsNotLanded` (nothing to do yet), or
     :class:`PartitionNotValidated` when the labels failed their suite."""
@@ -162,8 +166,14 @@ def scored_labels(spec: ModelSpec, lake: Lake, partition: str) -> tuple[pa.Table
     labels = require_labels(spec, lake, partition)
     keys = spec.source.key_columns
     scored = lake.read(predictions_dataset(spec), partition, columns=[*keys, "score", "model_version"])
+    never = 0
     if keys:
-        joined = join_labels(spec, lake, partition, scored)
+        joined = join_labels(spec, lake, partition, scored, matched=_MATCHED)
+        # A label row whose target is null: the source says this row will never have an outcome (a
+        # cancelled flight), which is not the same as a row the source does not list.
+        has_row = pc.is_valid(joined.column(_MATCHED))
+        never = int(pc.sum(pc.and_(has_row, pc.is_null(joined.column(spec.target.column)))).as_py() or 0)
+        joined = joined.drop_columns([_MATCHED])
     else:  # labels taken from the features, in the feature partition's order (so are the predictions)
         if predictions.source.get("raw_content_hash") != labels.source.get("raw_content_hash"):
             raise PartitionNotValidated(
@@ -178,6 +188,7 @@ def scored_labels(spec: ModelSpec, lake: Lake, partition: str) -> tuple[pa.Table
     return known, {
         "predictions_rows": predictions.row_count,
         "labeled_rows": known.num_rows,
+        "never_labeled_rows": never,
         "model": {k: model.get(k) for k in ("name", "version", "run_id")},
         "predictions_hash": predictions.content_hash,
         "labels_hash": labels.content_hash,
@@ -342,7 +353,10 @@ def check_performance(spec: ModelSpec, lake: Lake, partition: str, settings: Any
         "metrics": metrics,
         "labeled_rows": joined["labeled_rows"],
         "predictions_rows": joined["predictions_rows"],
-        "unlabeled_rows": joined["predictions_rows"] - joined["labeled_rows"],
+        # The day's labels are final when they land: a row without one will not get one. Rows the
+        # label source lists without an outcome are counted apart from rows it does not list.
+        "never_labeled_rows": joined["never_labeled_rows"],
+        "unlabeled_rows": joined["predictions_rows"] - joined["labeled_rows"] - joined["never_labeled_rows"],
         "thresholds": spec.performance.model_dump(),
         "inputs": {"predictions": joined["predictions_hash"], "labels": joined["labels_hash"]},
         "signal": SIGNAL,

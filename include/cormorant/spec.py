@@ -184,6 +184,9 @@ class TargetSpec(_Strict):
     available_after_days: Annotated[int, Field(ge=0, le=365)] = 0
     # A separate label source (a table or SQL keyed like the features); default: the feature source.
     source: LabelSourceSpec | None = None
+    # Labels that arrive later must match the day's feature rows by source.key_columns: a labels day
+    # that matches none of them fails its suite, and so does one that labels under this fraction of them.
+    min_labelled_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
 
     @field_validator("column")
     @classmethod

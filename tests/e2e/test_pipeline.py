@@ -304,6 +304,11 @@ def test_predictions_cover_every_input_row_with_the_model_version(runner, lake, 
     )
     scores = predictions.column("score").to_pylist()
     assert all(0.0 <= s <= 1.0 for s in scores)
+    # the predicted class is named for what it is (a "label" column read as the true outcome), and is
+    # the class at the spec's decision threshold, the one performance judges by
+    assert "label" not in predictions.column_names
+    threshold = example_spec.performance.decision_threshold
+    assert predictions.column("predicted_class").to_pylist() == [int(s >= threshold) for s in scores]
 
 
 def test_drift_report_has_a_verdict_and_a_readable_page(runner, lake, example_spec):

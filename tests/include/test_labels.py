@@ -109,7 +109,7 @@ def test_late_labels_are_extracted_joined_by_key_and_unknown_rows_left_out(late_
     with caplog.at_level("INFO", logger="cormorant.labels"):
         table = training_table(late_spec, lake, DAY)
     assert table.num_rows == known
-    assert f"{features - known} of {features} rows have no known label yet" in caplog.text
+    assert f"{features - known} of {features} rows have no known label" in caplog.text
     # the labels joined are the ones the label table holds for those keys
     with sqlite3.connect(db) as conn:
         truth = dict(conn.execute("SELECT customer_id, churned FROM churn_labels").fetchall())
@@ -185,3 +185,85 @@ def test_a_source_table_that_does_not_exist_fails_at_once_naming_source_table(ex
     with pytest.raises(SourceSchemaError, match="source.table: customer_activity does not exist") as raised:
         extract_partition(lambda: sqlite3.connect(db), example_spec, DAY, lake)
     assert not raised.value.retryable and lake.manifest(raw_dataset(example_spec), DAY) is None
+
+
+def _late_day(late_spec, lake, tmp_path, change_labels):
+    """The late spec's day landed with its label table changed by ``change_labels(conn)``; the labels
+    suite's result."""
+    db = tmp_path / "warehouse.db"
+    seed_sqlite(db, [date.fromisoformat(DAY)], labels_table="churn_labels")
+    with sqlite3.connect(db) as conn:
+        change_labels(conn)
+    connect = lambda: sqlite3.connect(db)  # noqa: E731
+    extract_partition(connect, late_spec, DAY, lake)
+    extract_labels(connect, late_spec, DAY, lake)
+    return validate_labels(late_spec, lake, DAY)[0]
+
+
+def test_labels_whose_keys_match_no_feature_row_fail_naming_the_keys(late_spec, lake, tmp_path):
+    """They landed and validated green before; performance then said "0 labelled rows" at INFO only."""
+    shifted = lambda c: c.execute("UPDATE churn_labels SET customer_id = customer_id + 10000000")  # noqa: E731
+    result = _late_day(late_spec, lake, tmp_path, shifted)
+    assert not result.success
+    [failure] = [f for f in result.failures if f["expectation"] == "labels_match_feature_rows"]
+    assert failure["column"] == "customer_id"
+    assert "0 of the day's" in failure["detail"] and "source.key_columns ['customer_id']" in failure["detail"]
+    with pytest.raises(PartitionNotValidated, match="labels_match_feature_rows") as refused:
+        require_labels(late_spec, lake, DAY)
+    assert not refused.value.retryable
+
+
+def test_a_partly_labelled_day_passes_unless_the_spec_asks_for_a_larger_fraction(late_spec, lake, tmp_path):
+    half = lambda c: c.execute("DELETE FROM churn_labels WHERE customer_id % 2 = 0")  # noqa: E731
+    result = _late_day(late_spec, lake, tmp_path, half)
+    assert result.success, result.failures
+    assert {"expectation": "labels_match_feature_rows", "column": "customer_id", "success": True} in (
+        result.expectations
+    )
+    strict = late_spec.model_copy(
+        update={"target": late_spec.target.model_copy(update={"min_labelled_fraction": 0.9})}
+    )
+    [failure] = validate_labels(strict, lake, DAY)[0].failures
+    assert failure["expectation"] == "labels_match_feature_rows"
+    assert "expected at least 90.0%" in failure["detail"]
+
+
+def test_inline_labels_are_not_matched_against_themselves(example_spec, lake, frame):
+    _commit_features(example_spec, lake, frame)
+    labels_from_features(example_spec, lake, DAY)
+    result, _ = validate_labels(example_spec, lake, DAY)
+    assert "labels_match_feature_rows" not in {e["expectation"] for e in result.expectations}
+
+
+def test_rows_the_label_source_lists_without_an_outcome_are_counted_apart(late_spec, lake, tmp_path):
+    """Cancelled flights, which never get a label, were reported as "not yet" labelled."""
+    from cormorant.inference import predictions_dataset
+    from cormorant.performance import scored_labels
+
+    rules = late_spec.validation.model_copy(deep=True)
+    rules.columns["churned"] = rules.columns["churned"].model_copy(update={"max_null_fraction": 0.5})
+    spec = late_spec.model_copy(update={"validation": rules})
+
+    def outcomes(conn):
+        conn.execute("UPDATE churn_labels SET churned = NULL WHERE customer_id % 5 = 0")  # never
+        conn.execute("DELETE FROM churn_labels WHERE customer_id % 5 = 1")  # not listed
+
+    db = tmp_path / "warehouse.db"
+    seed_sqlite(db, [date.fromisoformat(DAY)], labels_table="churn_labels")
+    with sqlite3.connect(db) as conn:
+        outcomes(conn)
+        ids = [r[0] for r in conn.execute("SELECT customer_id FROM customer_activity")]
+    connect = lambda: sqlite3.connect(db)  # noqa: E731
+    extract_partition(connect, spec, DAY, lake)
+    extract_labels(connect, spec, DAY, lake)
+    assert validate_labels(spec, lake, DAY)[0].success
+    keys = lake.read(raw_dataset(spec), DAY, columns=["customer_id"])
+    scored = keys.append_column("score", pa.array([0.5] * keys.num_rows)).append_column(
+        "model_version", pa.array(["1"] * keys.num_rows)
+    )
+    lake.write_partition(predictions_dataset(spec), DAY, scored.to_batches())
+    known, joined = scored_labels(spec, lake, DAY)
+    never = sum(1 for i in ids if i % 5 == 0)
+    missing = sum(1 for i in ids if i % 5 == 1)
+    assert joined["never_labeled_rows"] == never > 0
+    assert joined["labeled_rows"] == known.num_rows == len(ids) - never - missing
