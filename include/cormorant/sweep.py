@@ -104,6 +104,21 @@ def ready_partitions(spec: ModelSpec, lake: Lake, candidates: list[str]) -> dict
     return ready
 
 
+def usable_days(spec: ModelSpec, lake: Lake) -> list[str]:
+    """Every day of the lake a training window could use: features committed with rows and validated,
+    labels landed and validated (what :func:`ready_partitions` keeps), whichever run landed them."""
+    from cormorant.labels import labels_dataset
+
+    usable = []
+    for partition in lake.partitions(labels_dataset(spec)):
+        try:
+            if ready_partitions(spec, lake, [partition]):
+                usable.append(partition)
+        except SweepNotReady:
+            continue  # failed validation: not usable
+    return usable
+
+
 def check_label_classes(spec: ModelSpec, lake: Lake, train: list[str], holdout: list[str]) -> None:
     """A binary classifier needs both classes in its training days and in its holdout days; refuse the
     sweep before any trial runs otherwise, naming the days and the class counts."""

@@ -1,7 +1,8 @@
 """``cormorant check | run | summary``: bring your own table in minutes.
 
     cormorant check SPEC.yaml [--conn-file FILE | --conn URI]
-    cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,...] [--conn-file FILE]
+    cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,...] [--window-days N]
+                  [--train-at DAY] [--conn-file FILE]
     cormorant summary SPEC.yaml
     cormorant init SPEC_NAME --table TABLE --target COLUMN [--conn-file FILE] [--out DIR]
 
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,22 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"--stages: unknown stage(s) {unknown}; expected some of {', '.join(STAGES)}")
     days = _days(args.from_, args.to)
+    train_at = args.train_at.isoformat() if args.train_at else None
+    if train_at and train_at not in days:
+        raise CliError(f"--train-at {train_at} is not between --from {days[0]} and --to {days[-1]}")
+    if train_at and "train" not in stages:
+        raise CliError("--train-at needs train among --stages")
+    window = args.window_days or spec.training.window_days
+    if not 2 <= window <= 366:
+        raise CliError(f"--window-days {window}: expected 2 to 366 days")
+    final = window - spec.target.available_after_days
+    if "train" in stages and not train_at and final <= spec.training.holdout_days:
+        where = "--window-days" if args.window_days else f"training.window_days of {args.spec}"
+        raise CliError(
+            f"{where} {window}: a window ending on a day holds at most {max(final, 0)} labelled day(s) "
+            f"(labels are final {spec.target.available_after_days} day(s) late), and a first training "
+            f"needs more than holdout_days={spec.training.holdout_days}; widen the window"
+        )
     home = Path(args.home or Path.cwd() / ".cormorant" / f"run-{spec.name}").resolve()
     env = _environment(spec, spec_path, home, _conn_value(args))
     existed = home.exists()
@@ -199,19 +217,39 @@ def run(args: argparse.Namespace) -> int:
     if "train" in stages:
         runner.start_trainers()  # warm while the first days are ingested and validated
     try:
-        failed = replay(runner, spec, days, stages, champion=champion)
+        done = replay(
+            runner,
+            spec,
+            days,
+            stages,
+            champion=champion,
+            usable=set(_usable_days(spec)),
+            window_days=window,
+            train_at=train_at,
+        )
     finally:
         runner.close()
     wall = time.monotonic() - began
     print()
     print(runner.summary_text())
+    if done.why_no_model:
+        print(done.why_no_model)
     report_time(home, runner.history, wall, compute)
-    if failed:
-        print(f"\n{len(failed)} run(s) did not succeed:", file=sys.stderr)
-        for line in failed:
+    if done.failed:
+        print(f"\n{len(done.failed)} run(s) did not succeed:", file=sys.stderr)
+        for line in done.failed:
             print(f"- {line}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _usable_days(spec: Any) -> list[str]:
+    """The days earlier runs left in this run's lake that a training window can use."""
+    from cormorant.config import Settings
+    from cormorant.lake import Lake
+    from cormorant.sweep import usable_days
+
+    return usable_days(spec, Lake(Settings.from_env().lake_uri))
 
 
 def report_time(home: Path, history: list[Any], wall: float, compute: Path) -> None:
@@ -235,30 +273,84 @@ def report_time(home: Path, history: list[Any], wall: float, compute: Path) -> N
     )
 
 
-def replay(runner: Any, spec: Any, days: list[str], stages: list[str], *, champion: bool) -> list[str]:
-    """Run ``stages`` day by day as the nightly chain would, and return the runs that did not succeed.
+@dataclass
+class Replay:
+    """What a replay did: the runs that did not succeed, the days a training succeeded on, and, when
+    no model scored anything, the one line that says why."""
+
+    failed: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)
+    why_no_model: str | None = None
+
+
+def first_training_needs(spec: Any, window_days: int) -> int:
+    """Labelled days a first training waits for: the window's days whose labels can be final on its
+    last day (the last ``available_after_days`` cannot), and never fewer than one day to train on
+    beside the holdout."""
+    return max(window_days - spec.target.available_after_days, spec.training.holdout_days + 1)
+
+
+def replay(
+    runner: Any,
+    spec: Any,
+    days: list[str],
+    stages: list[str],
+    *,
+    champion: bool,
+    usable: set[str] | frozenset[str] = frozenset(),
+    window_days: int | None = None,
+    train_at: str | None = None,
+) -> Replay:
+    """Run ``stages`` day by day as the nightly chain would.
 
     Each day: ingest and validate it; land the labels that became final that day (those of the day
     ``target.available_after_days`` earlier; labels that come with the features land with validation)
-    and measure the performance of the day they label; train once enough labelled days exist and no
-    model has been trained yet; score and check drift; and when drift or performance signals
-    retraining, train on the window ending that day, then score and check it again.
+    and measure the performance of the day they label; score and check drift; and when drift or
+    performance signals retraining, train on the window ending that day, then score and check it again.
+
+    The first model: with ``train_at``, trained on that day's window whatever the lake holds; else as
+    soon as the window ending the day (``window_days``, default the spec's) holds enough labelled days
+    (:func:`first_training_needs`), counting ``usable``, the days earlier runs left in the lake.
+    Days before it are landed, not scored. Every training of the run uses that window.
     """
-    failed: list[str] = []
+    result = Replay()
     lag = spec.target.available_after_days
-    labelled: list[str] = []
+    window = window_days or spec.training.window_days
+    needs = first_training_needs(spec, window)
+    labelled = set(usable)
     trained = champion
+    tried_first = False
 
     def stage(name: str, day: str, conf: dict[str, Any] | None = None) -> Any:
         if name not in stages or (name == "labels" and spec.labels_inline):
             return None
         outcome = runner.run(name, day, conf, check=False)
         if not outcome.succeeded:
-            failed.append(f"{outcome.dag_id} {day}: {outcome.state} ({outcome.describe_failure()})")
+            result.failed.append(f"{outcome.dag_id} {day}: {outcome.state} ({outcome.describe_failure()})")
         return outcome
 
     def succeeded(outcome: Any, task: str) -> bool:
         return outcome is not None and outcome.task_states.get(task) == "success"
+
+    def land(day: str, outcome: Any) -> None:
+        if outcome is None:
+            return
+        if succeeded(outcome, "validate_labels"):
+            labelled.add(day)
+        else:
+            labelled.discard(day)  # landed again and refused: not usable any more
+
+    def in_window(day: str) -> int:
+        from cormorant.sweep import window as window_of
+
+        return len(labelled.intersection(window_of(day, window)))
+
+    def train(day: str) -> bool:
+        outcome = stage("train", day, {"window_days": window})
+        if outcome is not None and outcome.succeeded:
+            result.trained.append(day)
+            return True
+        return False
 
     for i, day in enumerate(days):
         ingest = stage("ingest", day)
@@ -267,30 +359,51 @@ def replay(runner: Any, spec: Any, days: list[str], stages: list[str], *, champi
         validate = stage("validate", day)
         signals = []
         if spec.labels_inline:
-            if succeeded(validate, "validate_labels"):
-                labelled.append(day)
+            land(day, validate)
         elif i >= lag:  # the labels of days[i - lag] became final today
             labelled_day = days[i - lag]
-            if succeeded(stage("labels", labelled_day), "validate_labels"):
-                labelled.append(labelled_day)
+            land(labelled_day, stage("labels", labelled_day))
             signals.append(stage("performance", labelled_day))
-        if not trained and len(labelled) > spec.training.holdout_days:
-            window = (date.fromisoformat(day) - date.fromisoformat(days[0])).days + 1
-            train = stage("train", day, {"window_days": max(window, 2)})
-            trained = train is not None and train.succeeded
+        first = day == train_at if train_at else in_window(day) >= needs
+        if first and not tried_first and "train" in stages and (train_at or not trained):
+            tried_first = True  # a failed first training is reported, not retried every day
+            trained = train(day)
+            if not trained:
+                result.why_no_model = f"no model: the training on {day} did not succeed (above)"
         predict = stage("predict", day) if trained or "train" not in stages else None
         if succeeded(predict, "batch_inference") or (predict is None and "predict" not in stages):
             signals.append(stage("drift", day))  # nothing to check on a day that was not scored
         if spec.labels_inline:
             signals.append(stage("performance", day))
         if trained and any(s is not None and s.retrain_signalled for s in signals):
-            retrained = stage("train", day)
-            if retrained is None:  # scoring again with the same model would repeat the same day
+            if "train" not in stages:  # scoring again with the same model would repeat the same day
                 print(f"{day}: retraining signalled; not retrained (train is not among --stages)")
-            elif retrained.succeeded:
+            elif train(day):
                 stage("predict", day)
                 stage("drift", day)
-    return failed
+    if not trained and result.why_no_model is None:
+        result.why_no_model = _why_no_model(
+            spec, stages, days[-1], in_window(days[-1]), window, needs, train_at
+        )
+    return result
+
+
+def _why_no_model(
+    spec: Any, stages: list[str], last: str, found: int, window: int, needs: int, train_at: str | None
+) -> str:
+    if "train" not in stages:
+        return f"no model yet: train is not among --stages, and MLflow holds no champion of {spec.name!r}"
+    if train_at:
+        return (
+            f"no model yet: the run did not get to train on --train-at {train_at} (its ingest failed, above)"
+        )
+    lag = spec.target.available_after_days
+    final = f", less the {lag} day(s) whose labels are final only later" if lag else ""
+    return (
+        f"no model yet: {found} labelled day(s) in the lake in the {window}-day window ending {last}; "
+        f"a first training needs {needs} (the window's {window} days{final}); "
+        f"land more days, or set --window-days or --train-at"
+    )
 
 
 def _use_home(home: str | None) -> None:
@@ -410,6 +523,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--to", required=True, type=date.fromisoformat, help="last day, YYYY-MM-DD")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {','.join(STAGES)}")
+    p.add_argument(
+        "--window-days",
+        type=int,
+        help="the training window of every training of the run (default the spec's training.window_days); "
+        "with no model yet, the first one is trained once the window ending a day holds its labelled days, "
+        "counting the days earlier runs landed",
+    )
+    p.add_argument(
+        "--train-at",
+        type=date.fromisoformat,
+        help="train on the window ending this day (one of the run's), whatever the lake or the champion; "
+        "the days before it are landed, the days after it scored",
+    )
     _connection_args(p, "AIRFLOW_CONN_<source.conn_id>")
     p.add_argument("--home", help="where the embedded state lives (default ./.cormorant/run-<spec>)")
     p.set_defaults(func=run)

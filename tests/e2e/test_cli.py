@@ -160,6 +160,18 @@ def test_run_executes_the_real_dags_for_each_day_and_summary_reads_them_back(war
     assert all(0 < run["task_seconds"] <= run["seconds"] for run in kept["runs"])
     assert kept["spent"]["runs"] == 4
     assert "leads" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert "no model yet: train is not among --stages, and MLflow holds no champion of 'churn'" in done.stdout
+    # a later run counts the days this one landed: two of the seven the spec's first window needs
+    later_args = ["--conn", uri, "--home", str(home)]
+    later = _cormorant(
+        "run", str(spec), "--from", "2024-03-02", "--to", "2024-03-02", "--stages", "train", *later_args
+    )
+    assert later.returncode == 0, later.stdout[-3000:] + later.stderr[-3000:]
+    assert (
+        "no model yet: 2 labelled day(s) in the lake in the 7-day window ending 2024-03-02; "
+        "a first training needs 7" in later.stdout
+    ), later.stdout[-3000:]
+    assert "churn__train" not in later.stdout  # nothing was run
     summary = _cormorant("summary", str(spec), "--home", str(home))
     assert summary.returncode == 0, summary.stderr
     assert re.search(rf"2024-03-02\s+{rows_for_day(date(2024, 3, 2))}\s+passed", summary.stdout), (
