@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +34,8 @@ class SourceReport:
 
     problems: list[str] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
+    # Not wrong, but likely to surprise (the check still passes): each a line naming the field.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -90,8 +93,84 @@ def check_source(conn: Any, spec: ModelSpec, *, sample_rows: int = 10_000) -> So
                 f"source.partition_column {partition!r}: {rows - len(days)} null(s) in the sample"
             )
         _check_keys(spec, typed, days, report)
+        _check_constant_within_days(spec, typed, days, report)
     _check_target(spec, typed, report)
+    if spec.target.source is not None and not report.problems:
+        _label_source_facts(conn, spec, max(days) if days else None, report)
     return report
+
+
+def _check_constant_within_days(
+    spec: ModelSpec, typed: dict[str, pa.Array], days: list[str], report: SourceReport
+) -> None:
+    """Warn about features that take one value within every day of the sample but differ across days
+    (a day of week, a month): a partition is one day, so drift compares a single value against the
+    training window's spread and flags it every day."""
+    if len(set(days)) < 2:
+        return
+    excluded = set(spec.drift.exclude)
+    for column in spec.feature_columns:
+        if column not in typed or column in excluded or len(typed[column]) != len(days):
+            continue
+        per_day: dict[str, set[Any]] = {}
+        for day, value in zip(days, typed[column].to_pylist(), strict=True):
+            per_day.setdefault(day, set()).add(value)
+        if all(len(v) == 1 for v in per_day.values()) and len(set().union(*per_day.values())) > 1:
+            report.warnings.append(
+                f"feature {column!r} is constant within each day of the sample ({len(per_day)} days): a "
+                "partition is one day, so drift will flag it every day; add it to drift.exclude (or "
+                "derive a feature that varies within a day)"
+            )
+
+
+def _label_source_facts(
+    conn: Any, spec: ModelSpec, last_feature_day: str | None, report: SourceReport
+) -> None:
+    """What the label source holds: rows, the class counts over its most recent rows, and how far its
+    latest labelled day lags the features' latest day (against ``target.available_after_days``)."""
+    from cormorant.labels import label_conn_id, label_relation
+
+    if label_conn_id(spec) != spec.source.conn_id:
+        report.facts.append("target.source: on another connection, not checked here")
+        return
+    relation, column = label_relation(spec)
+    target = spec.target.column
+    cursor = conn.cursor()
+    try:
+        cursor.execute(f"SELECT count(*), max({column}) FROM {relation}")
+        rows, latest = cursor.fetchone()
+        cursor.execute(f"SELECT {target} FROM {relation} ORDER BY {column} DESC LIMIT 10000")
+        sample = [r[0] for r in cursor.fetchall()]
+    finally:
+        cursor.close()
+    counts = Counter(sample)
+    shown = dict(sorted(counts.items(), key=lambda kv: str(kv[0])))
+    report.facts.append(
+        f"target.source {relation}: {rows} rows; {target!r} over the {len(sample)} most recent: {shown}"
+    )
+    if rows == 0:
+        report.warnings.append(
+            f"target.source {relation} has no rows yet: nothing can be trained until it has"
+        )
+        return
+    if spec.is_classification and len({v for v in counts if v is not None}) < 2:
+        report.warnings.append(f"target.source {relation}: one class of {target!r} in its most recent rows")
+    if latest is None or last_feature_day is None:
+        return
+    labelled = _local_day(latest, spec.source.timezone)
+    if labelled is None:
+        return
+    lag = (date.fromisoformat(last_feature_day) - labelled).days
+    k = spec.target.available_after_days
+    report.facts.append(
+        f"target.source: the latest labelled day is {labelled}, {lag} day(s) behind the features' "
+        f"latest ({last_feature_day}); the spec reads a day's labels {k} day(s) after it"
+    )
+    if lag > k:
+        report.warnings.append(
+            f"target.available_after_days {k}: the label source lags the features by {lag} day(s), so "
+            f"each day's labels would be read before they are there; raise it to at least {lag}"
+        )
 
 
 def _label_source_problems(conn: Any, spec: ModelSpec) -> list[str]:
@@ -113,6 +192,19 @@ def _label_source_problems(conn: Any, spec: ModelSpec) -> list[str]:
     except LabelSourceError as e:
         return str(e).splitlines()[1:]
     return []
+
+
+def _local_day(value: Any, timezone: str) -> date | None:
+    """The local day of a warehouse instant (naive ones are UTC, as the extract queries read them)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(ZoneInfo(timezone)).date()
+    return value if isinstance(value, date) else None
 
 
 def _check_keys(spec: ModelSpec, typed: dict[str, pa.Array], days: list[str], report: SourceReport) -> None:

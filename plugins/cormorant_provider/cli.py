@@ -4,7 +4,8 @@
     cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,...] [--window-days N]
                   [--train-at DAY] [--conn-file FILE]
     cormorant summary SPEC.yaml
-    cormorant init SPEC_NAME --table TABLE --target COLUMN [--conn-file FILE] [--out DIR]
+    cormorant init SPEC_NAME --table TABLE --target COLUMN [--label-table TABLE [--labels-after-days K]]
+                   [--conn-file FILE] [--out DIR]
 
 Conventions follow Airflow's own CLI: a subcommand per action, ``--help`` on each, the report on stdout,
 problems on stderr, exit status 0 on success, 1 when a run failed and 2 for a usage error, a malformed
@@ -122,6 +123,8 @@ def check(args: argparse.Namespace) -> int:
         conn.close()
     for fact in report.facts:
         print(f"  {fact}")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if report.problems:
         print(f"spec {spec.name!r}: {len(report.problems)} problem(s) with the source:", file=sys.stderr)
         for problem in report.problems:
@@ -453,7 +456,7 @@ def summary(args: argparse.Namespace) -> int:
 
 def init(args: argparse.Namespace) -> int:
     from cormorant.spec import IDENTIFIER, QUALIFIED_IDENTIFIER
-    from cormorant.spec_init import columns_summary, draft_spec, sample_schema
+    from cormorant.spec_init import LabelDraft, columns_summary, draft_spec, sample_schema
 
     if not QUALIFIED_IDENTIFIER.match(args.table):
         raise CliError(f"--table {args.table!r} is not a plain SQL identifier (optionally schema-qualified)")
@@ -462,14 +465,28 @@ def init(args: argparse.Namespace) -> int:
     out = Path(args.out) / f"{args.name}.yaml"
     if out.exists():
         raise CliError(f"{out} exists; choose another --out or spec name")
+    if args.label_table and not QUALIFIED_IDENTIFIER.match(args.label_table):
+        raise CliError(f"--label-table {args.label_table!r} is not a plain SQL identifier")
+    if args.labels_after_days is not None and not args.label_table:
+        raise CliError("--labels-after-days needs --label-table (labels in the feature rows come with them)")
     conn = _open(_connection(args.conn_id, _conn_value(args)))
+    labels = None
     try:
-        schema = sample_schema(conn, args.table)
-    except Exception as e:
-        raise CliError(f"cannot read table {args.table!r}: {first_line(e)}") from e
+        tables = [args.table, *([args.label_table] if args.label_table else [])]
+        schemas = {}
+        for table in tables:
+            try:
+                schemas[table] = sample_schema(conn, table)
+            except Exception as e:
+                raise CliError(f"cannot read table {table!r}: {first_line(e)}") from e
     finally:
         conn.close()
-    print(f"{args.table}: {columns_summary(schema)}")
+    schema = schemas[args.table]
+    for table in tables:
+        print(f"{table}: {columns_summary(schemas[table])}")
+    if args.label_table:
+        after = 1 if args.labels_after_days is None else args.labels_after_days
+        labels = LabelDraft(args.label_table, schemas[args.label_table], after)
     try:
         text = draft_spec(
             args.name,
@@ -479,6 +496,7 @@ def init(args: argparse.Namespace) -> int:
             conn_id=args.conn_id,
             partition_column=args.partition_column,
             timezone=args.timezone,
+            labels=labels,
         )
     except ValueError as e:
         raise CliError(str(e)) from e
@@ -560,7 +578,18 @@ def parser() -> argparse.ArgumentParser:
     _connection_args(p, "AIRFLOW_CONN_<--conn-id>")
     p.add_argument("--conn-id", default="cormorant_warehouse", help="the connection id the spec names")
     p.add_argument("--table", required=True, help="the table (optionally schema-qualified)")
-    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument("--target", required=True, help="the column to predict (in --label-table when given)")
+    p.add_argument(
+        "--label-table",
+        help="the table holding the outcomes, keyed like the features (default: the target is in --table)",
+    )
+    p.add_argument(
+        "--labels-after-days",
+        type=int,
+        choices=range(0, 366),
+        metavar="K",
+        help="with --label-table: the label of day D is final on day D + K (default 1)",
+    )
     p.add_argument("--partition-column", help="the timestamp to partition by (default: the first one)")
     p.add_argument("--timezone", default="UTC", help="the time zone of a day (IANA, default UTC)")
     p.add_argument("--out", default="include/specs", help="the folder to write <name>.yaml in")

@@ -202,6 +202,36 @@ def test_init_drafts_a_spec_from_the_tables_columns_that_check_accepts(warehouse
     assert injected.returncode == 2 and "not a plain SQL identifier" in injected.stderr
 
 
+def test_init_reads_labels_from_their_own_table_and_check_says_what_it_holds(tmp_path):
+    """init could not describe a label table: the target had to be a column of the feature table."""
+    import psycopg2
+
+    from cormorant.spec import load_spec
+
+    with scratch_database("cormorant_cli_labels") as name:
+        conn = psycopg2.connect(f"{PG_DSN} dbname={name}")
+        seed_postgres(conn, [date(2024, 3, 1), date(2024, 3, 2)], labels_table="churn_labels")
+        conn.close()
+        uri = f"postgresql://postgres@127.0.0.1:5432/{name}"
+        init = ["init", "churn_own", "--conn", uri, "--table", "customer_activity", "--target", "churned"]
+        done = _cormorant(
+            *init, "--label-table", "churn_labels", "--labels-after-days", "1", "--out", str(tmp_path)
+        )
+        assert done.returncode == 0, done.stderr
+        assert "churn_labels: customer_id (integer), event_ts (time), churned (integer)" in done.stdout
+        spec = load_spec(tmp_path / "churn_own.yaml")
+        assert spec.target.source.table == "churn_labels" and spec.target.available_after_days == 1
+        assert spec.source.key_columns == ["customer_id"] and "churned" not in spec.feature_columns
+        checked = _cormorant("check", str(tmp_path / "churn_own.yaml"), "--conn", uri)
+        assert checked.returncode == 0, checked.stderr
+        assert re.search(
+            r"target.source churn_labels: \d+ rows; 'churned' over the \d+ most recent", checked.stdout
+        )
+        assert "the latest labelled day is 2024-03-02, 0 day(s) behind" in checked.stdout
+        wrong = _cormorant(*init, "--label-table", "no_such_labels", "--out", str(tmp_path / "x"))
+        assert wrong.returncode == 2 and "cannot read table 'no_such_labels'" in wrong.stderr
+
+
 def test_a_password_comes_from_a_file_or_the_environment_and_the_command_line_warns(warehouse, tmp_path):
     """`--conn URI` was the only way to name a warehouse to check or init, so a password stood in `ps`."""
     uri, _ = warehouse
