@@ -29,8 +29,11 @@ def day_reports(spec: ModelSpec, lake: Lake, day: str) -> dict[str, Any]:
     }
 
 
-def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[str, Any]:
-    """Partitions landed, validation verdicts, trials, registered versions, predictions and drift."""
+def pipeline_summary(
+    spec: ModelSpec, lake: Lake, settings: Settings, *, first: str | None = None, last: str | None = None
+) -> dict[str, Any]:
+    """Partitions landed (those from ``first`` to ``last``, inclusive, when given), validation
+    verdicts, trials, registered versions, predictions and drift."""
     from mlflow import MlflowClient
 
     from cormorant.drift import drift_report_prefix
@@ -42,6 +45,8 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
     client = MlflowClient()
     partitions = []
     for p in lake.partitions(raw_dataset(spec)):
+        if (first and p < first) or (last and p > last):
+            continue
         found = day_reports(spec, lake, p)
         validation, predictions, drift = found["validation"] or {}, found["predictions"], found["drift"] or {}
         labels, performance = found["labels"] or {}, found["performance"] or {}
@@ -59,6 +64,9 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
                 else None,
                 "drift": drift.get("verdict"),
                 "drifted_features": drift.get("drifted_features"),
+                "prediction_drifted": bool((drift.get("prediction") or {}).get("drifted")),
+                "drift_signalled": bool(drift.get("retrain")),
+                "performance_signalled": bool(performance.get("retrain")),
                 "drift_report": lake.uri(f"{drift_report_prefix(spec, p)}/report.html") if drift else None,
                 "labels": None if not labels else ("passed" if labels["success"] else "failed"),
                 "labeled_rows": labels.get("row_count"),
@@ -113,6 +121,30 @@ def pipeline_summary(spec: ModelSpec, lake: Lake, settings: Settings) -> dict[st
     }
 
 
+def _day_notes(p: dict[str, Any]) -> str:
+    """What drifted (the features, and whether the prediction's own distribution did: alone, it is
+    easy to miss), what signalled retraining, and the failed expectations."""
+    drifted = list(p.get("drifted_features") or [])
+    if p.get("prediction_drifted"):
+        drifted.append("the prediction" if drifted else "only the prediction's distribution")
+    signals = [
+        what
+        for what, hit in (
+            ("drift", p.get("drift_signalled")),
+            ("performance", p.get("performance_signalled")),
+        )
+        if hit
+    ]
+    notes = [f"drifted: {', '.join(drifted)}"] if drifted else []
+    if p.get("performance") == "degraded":
+        notes.append("performance degraded")
+    if signals:
+        notes.append(f"retraining signalled ({' and '.join(signals)})")
+    if p.get("failed_expectations"):
+        notes.append(f"failed: {', '.join(p['failed_expectations'])}")
+    return "".join(f" {n};" for n in notes).rstrip(";")
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table for the terminal."""
     lines = [f"Cormorant pipeline summary: spec {summary['spec']!r}", ""]
@@ -131,9 +163,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{p['partition']:<12}{p['rows']:>7}  {p['validation'] or '-':<11}{p.get('labels') or '-':<8}"
             f"{p['predictions'] if p['predictions'] is not None else '-':>12}  "
             f"{('v' + p['predicted_by']) if p['predicted_by'] else '-':>5}  {p['drift'] or '-':<8}"
-            f"{realized:<24}"
-            + (f" drifted: {', '.join(p['drifted_features'])}" if p["drifted_features"] else "")
-            + (f" failed: {', '.join(p['failed_expectations'])}" if p["failed_expectations"] else "")
+            f"{realized:<24}" + _day_notes(p)
         )
     lines += ["", f"Trials run: {len(summary['trials'])} (MLflow runs, {metric} over CV folds)"]
     sweeps: dict[str, list[dict[str, Any]]] = {}

@@ -3,7 +3,7 @@
     cormorant check SPEC.yaml [--conn-file FILE | --conn URI]
     cormorant run SPEC.yaml --from 2024-03-01 --to 2024-03-07 [--stages ingest,...] [--window-days N]
                   [--train-at DAY] [--conn-file FILE]
-    cormorant summary SPEC.yaml
+    cormorant summary SPEC.yaml [--from DAY] [--to DAY]
     cormorant init SPEC_NAME --table TABLE --target COLUMN [--label-table TABLE [--labels-after-days K]]
                    [--conn-file FILE] [--out DIR]
 
@@ -449,7 +449,11 @@ def summary(args: argparse.Namespace) -> int:
     spec = _load(args.spec)
     _use_home(args.home)
     settings = Settings.from_env()
-    result = pipeline_summary(spec, Lake(settings.lake_uri), settings)
+    first = args.from_.isoformat() if args.from_ else None
+    last = args.to.isoformat() if args.to else None
+    if first and last and last < first:
+        raise CliError(f"--to {last} is before --from {first}")
+    result = pipeline_summary(spec, Lake(settings.lake_uri), settings, first=first, last=last)
     print(json.dumps(result, indent=2, default=str) if args.json else format_summary(result))
     return 0
 
@@ -561,6 +565,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="the spec YAML file")
     p.add_argument("--home", help="the embedded state to read (default: $CORMORANT_HOME)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--from", dest="from_", type=date.fromisoformat, help="the first day to show, YYYY-MM-DD")
+    p.add_argument("--to", type=date.fromisoformat, help="the last day to show, YYYY-MM-DD")
     p.set_defaults(func=summary)
     p = commands.add_parser("card", help="the model card of a registered version (default: the champion)")
     p.add_argument("spec", help="the spec YAML file")

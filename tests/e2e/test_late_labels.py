@@ -153,6 +153,14 @@ def _assert_the_summary_shows_it(env) -> None:
     assert rows[D5]["performance"] == "degraded" and rows[D5]["realized_metric"] < 0.5
     assert rows[D4]["performance"] == "ok"
     assert f"{rows[D5]['realized_metric']:.4f} degraded" in format_summary(summary)
+    # the degraded day says it signalled retraining (it said only "degraded")
+    assert rows[D5]["performance_signalled"] and "retraining signalled (performance)" in format_summary(
+        summary
+    )
+    one_day = pipeline_summary(
+        load_spec(settings.specs_dir / f"{SPEC}.yaml"), env["lake"], settings, first=D5, last=D5
+    )
+    assert [p["partition"] for p in one_day["partitions"]] == [D5]
 
 
 def _assert_retrain_event_names_the_signal(day: str) -> None:
