@@ -220,18 +220,13 @@ def _check_key_match(spec: ModelSpec, lake: Lake, partition: str, result: Any) -
     features = lake.read(raw_dataset(spec), partition, columns=keys)
     if features.num_rows == 0:
         return
-    labels = lake.read(labels_dataset(spec), partition, columns=keys)
+    marker = "__cormorant_labelled"
     try:
-        labels = _align_keys(spec, labels, features.schema, partition)
+        joined = join_labels(spec, lake, partition, features, matched=marker)
     except LabelSourceError as e:
         matched, detail = 0, str(e)
     else:
-        marker = "__cormorant_labelled"
-        distinct = labels.group_by(keys).aggregate([])
-        labelled = distinct.append_column(marker, pa.array([True] * distinct.num_rows, type=pa.bool_()))
-        joined = features.join(labelled, keys=keys, join_type="left outer", use_threads=False)
-        matched = int(pc.sum(pc.is_valid(joined.column(marker))).as_py() or 0)
-        detail = ""
+        matched, detail = int(pc.sum(pc.is_valid(joined.column(marker))).as_py() or 0), ""
     fraction = matched / features.num_rows
     wanted = spec.target.min_labelled_fraction
     ok = matched > 0 and fraction >= wanted

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -157,9 +157,13 @@ def _label_source_facts(
         report.warnings.append(f"target.source {relation}: one class of {target!r} in its most recent rows")
     if latest is None or last_feature_day is None:
         return
-    labelled = _local_day(latest, spec.source.timezone)
-    if labelled is None:
+    # the label source's instant, typed as the lake types the partition column (naive: UTC)
+    partition_type = spec_types(spec)[spec.source.partition_column]
+    try:
+        instant = _cast(column, _to_arrow(column, [latest]), partition_type).to_pylist()[0]
+    except SourceSchemaError:
         return
+    labelled = instant.astimezone(ZoneInfo(spec.source.timezone)).date()
     lag = (date.fromisoformat(last_feature_day) - labelled).days
     k = spec.target.available_after_days
     report.facts.append(
@@ -192,19 +196,6 @@ def _label_source_problems(conn: Any, spec: ModelSpec) -> list[str]:
     except LabelSourceError as e:
         return str(e).splitlines()[1:]
     return []
-
-
-def _local_day(value: Any, timezone: str) -> date | None:
-    """The local day of a warehouse instant (naive ones are UTC, as the extract queries read them)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(ZoneInfo(timezone)).date()
-    return value if isinstance(value, date) else None
 
 
 def _check_keys(spec: ModelSpec, typed: dict[str, pa.Array], days: list[str], report: SourceReport) -> None:
