@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,10 @@ class TrialDataError(CormorantError, ValueError):
     """Bad data reached the trainer (validation is the gate; this names the day and column anyway)."""
 
 
+class TrialSpecError(CormorantError, ValueError):
+    """A trial's JSON that no retry can fix (a field missing)."""
+
+
 @dataclass
 class Trial:
     """What one trial needs; built by the sweep plan and passed to the CLI as JSON."""
@@ -72,7 +76,26 @@ class Trial:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trial:
-        return cls(**data)
+        """The trial a plan sent. A key this trainer does not know (a plan made by a newer Cormorant
+        than the trainer image: version skew) is dropped with a warning naming it, not a crash that
+        every retry of every trial would repeat; a missing field is a deterministic error naming it."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            log.warning(
+                "trial %s: ignoring field(s) %s that this trainer (cormorant %s) does not know; the plan "
+                "was made by another version",
+                data.get("trial_id", "?"),
+                unknown,
+                __version__,
+            )
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise TrialSpecError(f"trial JSON {data.get('trial_id', '?')!r}: missing field(s) {missing}")
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def check_trial_data(spec: ModelSpec, partition: str, table: Any) -> None:
@@ -556,7 +579,23 @@ def _run_all(
     calls for (0 if none failed)."""
     results, code = [], 0
     for given in trials:
-        result, trial_code = _run_and_record(spec, Trial.from_dict(given), settings)
+        try:
+            trial = Trial.from_dict(given)
+        except TrialSpecError as e:
+            log.error("%s", e)
+            results.append(
+                {
+                    "trial_id": given.get("trial_id"),
+                    "family": given.get("family"),
+                    "params": given.get("params"),
+                    "status": "failed",
+                    "error": f"{type(e).__name__}: {e}",
+                    "retryable": False,
+                }
+            )
+            code = code or EXIT_DETERMINISTIC
+            continue
+        result, trial_code = _run_and_record(spec, trial, settings)
         results.append(result)
         code = code or trial_code
     return results, code

@@ -193,3 +193,39 @@ def test_a_sweep_in_which_every_trial_failed_names_each_cause(tmp_path, example_
     assert "linear-0: ValueError: needs samples of at least 2 classes" in message
     assert "xgboost-0: ValueError: Input X contains infinity" in message
     assert "mlp-0: no outcome recorded" in message
+
+
+def test_a_trial_field_this_trainer_does_not_know_is_dropped_with_a_warning(caplog):
+    """A plan made by a newer Cormorant than the trainer image carries fields the image's Trial lacks;
+    before, every trial then died with a TypeError, reported as "killed, or out of memory?" and retried."""
+    given = {
+        "trial_id": "linear-0",
+        "family": "linear",
+        "params": {},
+        "train_partitions": ["2024-03-01"],
+        "holdout_partitions": [],
+        "folds": 2,
+        "seed": 0,
+        "packed_into": "pod-3",
+    }
+    with caplog.at_level("WARNING", logger="cormorant.trainer"):
+        trial = Trial.from_dict(given)
+    assert trial.trial_id == "linear-0" and trial.folds == 2
+    assert "packed_into" in caplog.text and "another version" in caplog.text
+
+
+def test_a_trial_missing_a_field_fails_deterministic_naming_it(tmp_path):
+    done = subprocess.run(
+        trainer_command(SPEC, {"trial_id": "x-1"}, tmp_path / "r.json"),
+        capture_output=True,
+        text=True,
+        env={
+            **__import__("os").environ,
+            "CORMORANT_LAKE_URI": (tmp_path / "lake").as_uri(),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        },
+    )
+    assert done.returncode == EXIT_DETERMINISTIC, done.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["status"] == "failed" and result["retryable"] is False
+    assert "missing field(s)" in result["error"] and "family" in result["error"]
